@@ -1,0 +1,217 @@
+"""The ``dagserve`` command line.
+
+Exit codes: 0 clean (warnings allowed unless ``--strict``), 1 the spec has errors,
+2 the command line itself is wrong (argparse's convention).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from dagserve import __version__
+from dagserve.compiler.context import CompileOptions
+from dagserve.compiler.driver import CompileResult, compile_file
+from dagserve.diagnostics import Diagnostic, render_json, render_text
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
+
+
+def detect_target() -> str:
+    """``gpu`` when a CUDA device is usable from CuPy, else ``cpu`` (no import errors leak)."""
+    import importlib.util
+
+    if importlib.util.find_spec("cupy") is None:
+        return "cpu"
+    try:
+        import cupy
+
+        return "gpu" if cupy.cuda.is_available() else "cpu"
+    except Exception:
+        return "cpu"
+
+
+def _spec_files(paths: Sequence[str]) -> list[str]:
+    """Expand directories into the ``*.yaml``/``*.yml`` specs they hold (sorted)."""
+    files: list[str] = []
+    for p in paths:
+        if os.path.isdir(p):
+            found = sorted(str(f) for f in Path(p).iterdir() if f.suffix in (".yaml", ".yml") and f.is_file())
+            files.extend(found)
+        else:
+            files.append(p)
+    return files
+
+
+def _options(args: argparse.Namespace) -> CompileOptions:
+    target = args.target if args.target != "auto" else detect_target()
+    return CompileOptions(target=target, debug=os.environ.get("DAGSERVE_DEBUG") == "1")
+
+
+def _root_for(args: argparse.Namespace, spec: str) -> str | None:
+    if args.root:
+        return str(args.root)
+    if getattr(args, "_dir_roots", None) and spec in args._dir_roots:
+        return str(args._dir_roots[spec])
+    return None
+
+
+def _report(results: list[CompileResult], fmt: str, strict: bool) -> int:
+    diagnostics: list[Diagnostic] = [d for r in results for d in r.diagnostics]
+    if fmt == "json":
+        print(render_json(diagnostics))
+    elif diagnostics:
+        print(render_text(diagnostics), file=sys.stderr)
+    failed = any(d.severity == "error" for d in diagnostics) or (strict and diagnostics)
+    return EXIT_ERRORS if failed else EXIT_OK
+
+
+def _compile_many(args: argparse.Namespace) -> list[tuple[str, CompileResult]]:
+    options = _options(args)
+    out = []
+    dir_roots = {}
+    for p in args.specs:
+        if os.path.isdir(p):
+            for f in _spec_files([p]):
+                dir_roots[f] = p
+    args._dir_roots = dir_roots
+    for spec in _spec_files(args.specs):
+        out.append((spec, compile_file(spec, options, root=_root_for(args, spec))))
+    return out
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    results = _compile_many(args)
+    if not results:
+        print("dagserve: no specs found", file=sys.stderr)
+        return EXIT_USAGE
+    code = _report([r for _, r in results], args.format, args.strict)
+    if args.format == "text":
+        for spec, r in results:
+            if r.ok:
+                print(f"{spec}: ok ({len(r.plan.nodes) if r.plan else 0} nodes, plan {r.plan.hash[:12] if r.plan else '-'})")
+    return code
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    options = _options(args)
+    result = compile_file(args.spec, options, root=args.root)
+    code = _report([result], args.format, args.strict)
+    if result.plan is None or code != EXIT_OK:
+        return code
+    if args.explain:
+        from dagserve.render import explain
+
+        print(explain(result.plan))
+    if args.output == "-":
+        sys.stdout.write(result.plan.to_json())
+    elif args.output:
+        Path(args.output).write_text(result.plan.to_json(), encoding="utf-8")
+        if args.format == "text":
+            print(f"wrote {args.output} (plan {result.plan.hash[:12]})", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from dagserve.render import write_graph
+
+    options = _options(args)
+    result = compile_file(args.spec, options, root=args.root)
+    code = _report([result], "text", False)
+    if result.plan is None:
+        return code
+    try:
+        write_graph(result.plan, args.output)
+    except (ValueError, RuntimeError, OSError) as exc:
+        print(f"dagserve graph: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_ERRORS
+    print(f"wrote {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_ops(args: argparse.Namespace) -> int:
+    from dagserve.ops.registry import default_registry
+
+    registry = default_registry()
+    if args.format == "json":
+        doc = [
+            {
+                "name": op.name,
+                "summary": op.summary,
+                "devices": sorted(op.devices),
+                "inputs": [p.name for p in op.inputs],
+                "outputs": [p.name for p in op.outputs],
+                "params": dict(op.params_schema),
+            }
+            for op in registry
+        ]
+        print(json.dumps(doc, indent=2))
+        return EXIT_OK
+    for op in registry:
+        ports = "(ports from the model)" if op.dynamic_ports and not op.inputs else (
+            f"{', '.join(p.name + ('?' if p.optional else '') for p in op.inputs)} -> "
+            f"{', '.join(p.name for p in op.outputs)}")
+        print(f"{op.name:18} [{'/'.join(sorted(op.devices))}] {ports}\n{'':18} {op.summary}")
+    return EXIT_OK
+
+
+def _add_compile_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", choices=["auto", "cpu", "gpu"], default="auto",
+                   help="where 'device: auto' nodes run (default: gpu if one is usable, else cpu)")
+    p.add_argument("--root", help="the pipeline repository; spec paths may not leave it "
+                   "(default: the spec's directory, or the directory given)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dagserve", description="Declarative ML inference pipelines.")
+    parser.add_argument("--version", action="version", version=f"dagserve {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check specs and report every problem")
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="spec files or directories of specs")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    _add_compile_flags(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("compile", help="compile a spec into a plan")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("-o", "--output", help="write the plan (JSON) here; '-' for stdout")
+    p.add_argument("--explain", action="store_true", help="print stages, devices, types, batching, copies")
+    p.add_argument("--format", choices=["text", "json"], default="text", help="diagnostics format")
+    p.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    _add_compile_flags(p)
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("graph", help="draw the compiled pipeline (.dot, .mmd, .svg, .png)")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("-o", "--output", required=True, help="output file; the extension picks the format")
+    _add_compile_flags(p)
+    p.set_defaults(func=cmd_graph)
+
+    p = sub.add_parser("ops", help="list the available ops")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_ops)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Pass 4, ops: look up each node's op, check its params and ports, resolve its files.
+
+* unknown op -> ``E-OP`` (did you mean);
+* params against the op's params schema -> ``E-PARAM`` at the param's position,
+  then schema defaults are filled in;
+* path params resolved against the spec file, kept inside the repository ->
+  ``E-PATH``; a missing file -> ``E-MODEL-FILE`` (for models) or ``E-PARAM``;
+* input ports the op does not have, and required ports left unfed -> ``E-PORT``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dagserve.compiler.context import CompileContext
+from dagserve.compiler.ir import Node, NodeKind
+from dagserve.diagnostics import did_you_mean
+from dagserve.ops._params import with_defaults
+from dagserve.ops.base import OpDef
+from dagserve.spec.document import resolve_path
+from dagserve.spec.schema import validate_against
+
+__all__ = ["run"]
+
+
+def _check_params(ctx: CompileContext, node: Node, op: OpDef) -> bool:
+    prefix = ("nodes", node.name, "params")
+    problems = validate_against(dict(op.params_schema), node.params, ctx.spec.source, prefix, kind="param")
+    for d in problems:
+        ctx.report(d.code, f"{d.message} (op {op.name})", d.span, hint=d.hint, node=node)
+    if problems:
+        return False
+    node.params = with_defaults(dict(op.params_schema), node.params)
+    return True
+
+
+def _resolve_files(ctx: CompileContext, node: Node, op: OpDef) -> None:
+    files: dict[str, str] = {}
+    for param in op.path_params:
+        value = node.params.get(param)
+        if value is None:
+            continue
+        span = ctx.spec.source.value(("nodes", node.name, "params", param))
+        resolved, why = resolve_path(str(value), ctx.spec.file, ctx.spec.root)
+        if resolved is None:
+            ctx.report("E-PATH", f"node '{node.name}' param '{param}': {why}", span, node=node,
+                       hint="keep models and data inside the pipeline repository (see --root)")
+            continue
+        if not os.path.isfile(resolved):
+            code = "E-MODEL-FILE" if op.kind == "model" else "E-PARAM"
+            ctx.report(code, f"node '{node.name}' param '{param}': file '{value}' does not exist "
+                       f"(looked for {resolved})", span, node=node)
+            continue
+        files[param] = resolved
+    node.meta["files"] = files
+
+
+def _check_ports(ctx: CompileContext, node: Node, op: OpDef) -> None:
+    if op.dynamic_ports:
+        return
+    known = {p.name for p in op.inputs}
+    for port in list(node.inputs):
+        definition = op.input_port(port)
+        span = ctx.spec.source.key(("nodes", node.name, "inputs", port))
+        if definition is None:
+            ctx.report("E-PORT", f"op {op.name} has no input '{port}'{did_you_mean(port, known)}",
+                       span, node=node, hint=f"inputs of {op.name}: {', '.join(sorted(known)) or 'none'}")
+            del node.inputs[port], node.input_spans[port]
+        elif port in node.variadic and not definition.variadic:
+            ctx.report("E-PORT", f"input '{port}' of op {op.name} takes one reference, not a list",
+                       span, node=node)
+            del node.inputs[port], node.input_spans[port]
+    unresolved = node.meta.get("unresolved", set())
+    for definition in op.inputs:
+        if not definition.optional and definition.name not in node.inputs and definition.name not in unresolved:
+            ctx.report("E-PORT", f"node '{node.name}' leaves required input '{definition.name}' of "
+                       f"op {op.name} unfed", node.span, node=node,
+                       hint=f"add '{definition.name}: NODE.PORT' under the node's 'inputs:'")
+
+
+def run(ctx: CompileContext) -> bool:
+    for node in ctx.graph.of_kind(NodeKind.OP, NodeKind.MODEL):
+        assert node.op is not None
+        op = ctx.registry.get(node.op)
+        if op is None:
+            span = ctx.spec.source.value(("nodes", node.name, "op"))
+            ctx.report("E-OP", f"unknown op '{node.op}'{did_you_mean(node.op, ctx.registry.names())}",
+                       span, node=node, hint="'dagserve ops' lists every op")
+            node.meta["failed"] = True
+            continue
+        node.kind = NodeKind.MODEL if op.kind == "model" else NodeKind.OP
+        params_ok = _check_params(ctx, node, op)
+        if params_ok:
+            _resolve_files(ctx, node, op)
+        _check_ports(ctx, node, op)
+        if not params_ok or len(node.meta.get("files", {})) < sum(
+            1 for p in op.path_params if node.params.get(p) is not None
+        ):
+            node.meta["failed"] = True
+    return True

@@ -1,0 +1,105 @@
+"""Pass 6, placement: give every node a device and make every transfer an explicit node.
+
+Bytes tensors live on the host wherever they are made, and a port declared
+``host`` (a GPU decoder's encoded input) reads the host: neither gets a copy.
+``device: auto`` follows the target (``gpu`` when the op has a GPU kernel, else
+``cpu``); an explicit device the op or target cannot honour is ``E-DEVICE``.
+Pipeline inputs arrive on and outputs leave from the host. Wherever a producer
+and a consumer sit on different devices, one ``copy`` node per (producer port,
+destination device) is inserted, so the Plan lists every copy it makes.
+"""
+
+from __future__ import annotations
+
+from dagserve.compiler.context import CompileContext
+from dagserve.compiler.ir import Node, NodeKind, PortRef
+from dagserve.types import CPU, Device, parse_device
+
+__all__ = ["run"]
+
+
+def _place(ctx: CompileContext, node: Node) -> Device:
+    op = ctx.registry.get(node.op or "")
+    devices = op.devices if op else frozenset({"cpu"})
+    target = ctx.options.target
+    span = ctx.spec.source.value(("nodes", node.name, "device")) or node.span
+    if node.device_request == "auto":
+        if target == "gpu" and "gpu" in devices:
+            return Device("gpu", 0)
+        if "cpu" in devices:
+            return CPU
+        ctx.report("E-DEVICE", f"node '{node.name}' (op {node.op}) runs only on {', '.join(sorted(devices))} "
+                   f"but the target is {target}", span, node=node,
+                   hint="compile with --target gpu, or use an op that runs on the CPU")
+        return CPU
+    device = parse_device(node.device_request)
+    if device.kind not in devices:
+        ctx.report("E-DEVICE", f"node '{node.name}' asks for device '{node.device_request}' but op "
+                   f"{node.op} runs only on {', '.join(sorted(devices))}", span, node=node,
+                   hint="use 'device: auto' or a device the op supports")
+    elif device.is_gpu and target == "cpu":
+        ctx.report("E-DEVICE", f"node '{node.name}' asks for device '{node.device_request}' but the "
+                   "target is cpu", span, node=node,
+                   hint="use 'device: auto' so the spec also runs without a GPU, or compile with --target gpu")
+    return device
+
+
+def _reads_host(ctx: CompileContext, node: Node, port: str) -> bool:
+    op = ctx.registry.get(node.op or "")
+    definition = op.input_port(port) if op else None
+    return bool(definition and definition.host)
+
+
+def _copy_name(ref: PortRef, device: Device) -> str:
+    """A name no spec node can have (specs cannot use '/'), with no '.' (refs split on it)."""
+    source = ref.node.replace(".", "/")
+    port = "" if ref.node.startswith("inputs.") else "/" + ref.port.replace(".", "/")
+    return f"copy/{source}{port}/{str(device).replace(':', '')}"
+
+
+def _insert_copies(ctx: CompileContext) -> bool:
+    graph = ctx.graph
+    copies: dict[tuple[PortRef, Device], str] = {}
+    modified = False
+    for node in list(graph.topological_order()):
+        if node.kind in (NodeKind.INPUT, NodeKind.COPY) or node.device is None:
+            continue
+        for port, refs in node.inputs.items():
+            for i, ref in enumerate(refs):
+                producer = graph.nodes[ref.node]
+                src_type = graph.type_of(ref)
+                here = src_type.device if src_type and src_type.device else producer.device
+                host_only = _reads_host(ctx, node, port) or (src_type is not None and src_type.dtype == "bytes")
+                wanted = CPU if host_only else node.device
+                if here == wanted:
+                    continue
+                key = (ref, wanted)
+                if key not in copies:
+                    direction = "upload" if wanted.is_gpu else "download"
+                    name = _copy_name(ref, wanted)
+                    graph.add(Node(
+                        name=name,
+                        kind=NodeKind.COPY,
+                        inputs={"value": [ref]},
+                        input_spans={"value": [None]},
+                        outputs={"value": src_type.with_device(wanted) if src_type else None},
+                        device=wanted,
+                        meta={"direction": direction, "source_device": str(here)},
+                    ))
+                    copies[key] = name
+                    modified = True
+                refs[i] = PortRef(copies[key], "value")
+    return modified
+
+
+def run(ctx: CompileContext) -> bool:
+    for node in ctx.graph.nodes.values():
+        if node.kind in (NodeKind.INPUT, NodeKind.OUTPUT):
+            node.device = CPU
+        elif node.kind is not NodeKind.COPY:
+            node.device = _place(ctx, node)
+        node.outputs = {
+            p: t.with_device(CPU if t.dtype == "bytes" else node.device) if t else None
+            for p, t in node.outputs.items()
+        }
+    return _insert_copies(ctx)

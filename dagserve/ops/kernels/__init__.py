@@ -1,0 +1,1 @@
+"""Runtime kernels of the built-in ops (imported lazily by the runtime only)."""

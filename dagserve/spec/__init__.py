@@ -1,0 +1,1 @@
+"""Reading pipeline specs: source-mapped YAML, the JSON Schema, the typed document."""

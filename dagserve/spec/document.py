@@ -1,0 +1,282 @@
+"""The typed, source-mapped pipeline document.
+
+:func:`parse_spec` reads a spec file and returns a :class:`PipelineSpec` whose every
+part remembers its span, plus the diagnostics found while reading it: YAML errors,
+duplicate keys, schema violations, bad names, malformed references. The compiler
+builds its IR from a ``PipelineSpec``; nothing after this module sees YAML.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dagserve.diagnostics import Diagnostic, Span
+from dagserve.spec.schema import schema_diagnostics
+from dagserve.spec.source import SourceMap, load_yaml
+from dagserve.types import UNKNOWN, Dim
+
+__all__ = [
+    "NodeSpec",
+    "OutputSpec",
+    "PipelineSpec",
+    "Ref",
+    "TensorSpec",
+    "parse_ref",
+    "parse_spec",
+    "resolve_path",
+]
+
+NODE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+TENSOR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RESERVED = frozenset({"inputs", "outputs"})
+_PORT = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A parsed reference: ``inputs.NAME`` or ``NODE.PORT``."""
+
+    text: str
+    node: str | None
+    """The producing node, or ``None`` for a pipeline input."""
+    port: str
+    """The node's output port, or the pipeline input's name."""
+    span: Span | None = field(default=None, compare=False)
+
+    @property
+    def is_input(self) -> bool:
+        return self.node is None
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...]
+    layout: str | None = None
+    ragged: bool = False
+    description: str = ""
+    span: Span | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    name: str
+    ref: Ref
+    description: str = ""
+    span: Span | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    op: str
+    inputs: dict[str, tuple[Ref, ...]]
+    params: dict[str, Any]
+    device: str = "auto"
+    instances: int = 1
+    batching: dict[str, Any] | None = None
+    description: str = ""
+    variadic: frozenset[str] = frozenset()
+    """Input ports written as a list in the spec."""
+    span: Span | None = field(default=None, compare=False)
+
+
+@dataclass
+class PipelineSpec:
+    """A pipeline as written, with positions. Built by :func:`parse_spec`."""
+
+    file: str
+    root: str
+    name: str
+    version: int
+    description: str
+    max_batch_size: int
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, OutputSpec]
+    nodes: dict[str, NodeSpec]
+    source: SourceMap
+    text: str = ""
+
+    @property
+    def spec_dir(self) -> str:
+        return os.path.dirname(os.path.abspath(self.file))
+
+
+def parse_ref(text: str, span: Span | None) -> Ref | Diagnostic:
+    """Parse a reference, or explain why it is not one."""
+    head, dot, port = text.partition(".")
+    if not dot or not head or not port or not _PORT.match(port):
+        return Diagnostic(
+            "E-REF-SYNTAX",
+            f"'{text}' is not a reference",
+            span,
+            hint="write 'inputs.NAME' for a pipeline input or 'NODE.PORT' for a node's output",
+        )
+    if head == "inputs":
+        return Ref(text, None, port, span)
+    if head == "outputs":
+        return Diagnostic(
+            "E-REF-SYNTAX",
+            f"'{text}' refers to a pipeline output; only inputs and node ports can be read",
+            span,
+        )
+    return Ref(text, head, port, span)
+
+
+def resolve_path(value: str, spec_file: str, root: str) -> tuple[str | None, str | None]:
+    """Resolve a path written in a spec; return ``(absolute path, None)`` or ``(None, why)``.
+
+    Paths are relative to the spec file and must stay inside the pipeline
+    repository ``root`` (symlinks are followed before the check).
+    """
+    if os.path.isabs(value) or value.startswith("~"):
+        return None, f"absolute path '{value}' is not allowed; write it relative to the spec file"
+    base = os.path.dirname(os.path.abspath(spec_file))
+    resolved = os.path.realpath(os.path.join(base, value))
+    real_root = os.path.realpath(root)
+    if os.path.commonpath([resolved, real_root]) != real_root:
+        return None, f"path '{value}' leaves the pipeline repository '{root}'"
+    return resolved, None
+
+
+def _dim(value: Any) -> Dim:
+    if value == -1 or value == UNKNOWN:
+        return UNKNOWN
+    return value if isinstance(value, int) else str(value)
+
+
+class _Reader:
+    """Turns schema-valid data into a :class:`PipelineSpec`, checking names and references."""
+
+    def __init__(self, data: dict[str, Any], source: SourceMap) -> None:
+        self.data = data
+        self.source = source
+        self.diagnostics: list[Diagnostic] = []
+
+    def _name_check(self, kind: str, name: str, pattern: re.Pattern[str], path: tuple[str, ...]) -> None:
+        span = self.source.key(path)
+        if kind == "node" and name in RESERVED:
+            self.diagnostics.append(
+                Diagnostic("E-NAME", f"'{name}' is reserved and cannot name a node", span,
+                           hint=f"rename the node, e.g. '{name}_node'")
+            )
+        elif not pattern.match(name):
+            rule = "[a-z_][a-z0-9_]*" if kind == "node" else "[A-Za-z_][A-Za-z0-9_]*"
+            self.diagnostics.append(
+                Diagnostic("E-NAME", f"invalid {kind} name '{name}': names must match {rule}", span)
+            )
+
+    def _ref(self, text: str, path: tuple[str | int, ...]) -> Ref | None:
+        parsed = parse_ref(text, self.source.value(path))
+        if isinstance(parsed, Diagnostic):
+            self.diagnostics.append(parsed)
+            return None
+        return parsed
+
+    def inputs(self) -> dict[str, TensorSpec]:
+        out = {}
+        for name, body in self.data["inputs"].items():
+            name = str(name)
+            self._name_check("input", name, TENSOR_NAME, ("inputs", name))
+            out[name] = TensorSpec(
+                name,
+                body["dtype"],
+                tuple(_dim(d) for d in body["shape"]),
+                body.get("layout"),
+                bool(body.get("ragged", False)),
+                body.get("description", ""),
+                self.source.key(("inputs", name)),
+            )
+        return out
+
+    def outputs(self) -> dict[str, OutputSpec]:
+        out = {}
+        for name, body in self.data["outputs"].items():
+            name = str(name)
+            self._name_check("output", name, TENSOR_NAME, ("outputs", name))
+            text, path, desc = body, ("outputs", name), ""
+            if isinstance(body, dict):
+                text, path, desc = body["from"], ("outputs", name, "from"), body.get("description", "")
+            ref = self._ref(text, path)
+            if ref is not None:
+                out[name] = OutputSpec(name, ref, desc, self.source.key(("outputs", name)))
+        return out
+
+    def nodes(self) -> dict[str, NodeSpec]:
+        out = {}
+        for name, body in self.data["nodes"].items():
+            name = str(name)
+            self._name_check("node", name, NODE_NAME, ("nodes", name))
+            inputs: dict[str, tuple[Ref, ...]] = {}
+            variadic = set()
+            for port, value in (body.get("inputs") or {}).items():
+                port = str(port)
+                base = ("nodes", name, "inputs", port)
+                if isinstance(value, list):
+                    variadic.add(port)
+                    refs = [self._ref(v, (*base, i)) for i, v in enumerate(value)]
+                else:
+                    refs = [self._ref(value, base)]
+                inputs[port] = tuple(r for r in refs if r is not None)
+            out[name] = NodeSpec(
+                name=name,
+                op=body["op"],
+                inputs=inputs,
+                params=dict(body.get("params") or {}),
+                device=body.get("device", "auto"),
+                instances=body.get("instances", 1),
+                batching=body.get("batching"),
+                description=body.get("description", ""),
+                variadic=frozenset(variadic),
+                span=self.source.key(("nodes", name)),
+            )
+        return out
+
+
+def parse_spec(path: str | os.PathLike[str], root: str | None = None) -> tuple[PipelineSpec | None, list[Diagnostic]]:
+    """Read, schema-check and type a spec file.
+
+    Args:
+        path: the spec file. Spans use it as given, so messages show the path the
+            user typed.
+        root: the pipeline repository; paths in the spec may not leave it.
+            Default: the spec's own directory.
+
+    Returns:
+        ``(spec, diagnostics)``; ``spec`` is ``None`` when the file is not a
+        well-formed spec (then ``diagnostics`` says why).
+    """
+    file = os.fspath(path)
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return None, [Diagnostic("E-IO", f"cannot read spec: {reason}", file=file)]
+    doc = load_yaml(text, file)
+    diagnostics = list(doc.diagnostics)
+    if doc.data is None:
+        return None, diagnostics
+    diagnostics.extend(schema_diagnostics(doc.data, doc.source))
+    if any(d.severity == "error" for d in diagnostics):
+        return None, diagnostics
+    reader = _Reader(doc.data, doc.source)
+    spec = PipelineSpec(
+        file=file,
+        root=os.path.abspath(root) if root else os.path.dirname(os.path.abspath(file)),
+        name=doc.data["name"],
+        version=doc.data.get("version", 1),
+        description=doc.data.get("description", ""),
+        max_batch_size=doc.data.get("max_batch_size", 0),
+        inputs=reader.inputs(),
+        outputs=reader.outputs(),
+        nodes=reader.nodes(),
+        source=doc.source,
+        text=text,
+    )
+    diagnostics.extend(reader.diagnostics)
+    return spec, diagnostics

@@ -1,0 +1,177 @@
+"""Check a loaded spec against ``pipeline.schema.json`` and turn failures into diagnostics.
+
+jsonschema reports *what* failed and *where* (a path into the document); the
+source map turns the path into ``file:line:col``. Each jsonschema validator kind
+maps to one stable code, and messages are rewritten to say what the user wrote and
+what the format expects (with "did you mean" for misspelt keys).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import ValidationError
+
+from dagserve.diagnostics import Diagnostic, did_you_mean
+from dagserve.spec.source import Path_, SourceMap
+
+__all__ = ["pipeline_schema", "schema_diagnostics", "validate_against"]
+
+_JSON_TYPES = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "null": "null",
+}
+
+
+@cache
+def pipeline_schema() -> dict[str, Any]:
+    """The pipeline JSON Schema shipped inside the package."""
+    text = resources.files("dagserve.spec").joinpath("pipeline.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def _where(path: Path_, prefix: Path_) -> str:
+    """A readable name for a path: ``node 'decode' param 'color'``."""
+    full = (*prefix, *path)
+    if len(full) >= 2 and full[0] == "nodes":
+        where = f"node '{full[1]}'"
+        rest = full[2:]
+        if len(rest) >= 2 and rest[0] == "params":
+            return f"{where} param '{'.'.join(map(str, rest[1:]))}'"
+        if rest:
+            return f"{where} field '{'.'.join(map(str, rest))}'"
+        return where
+    if len(full) >= 2 and full[0] in ("inputs", "outputs"):
+        kind = "input" if full[0] == "inputs" else "output"
+        rest = full[2:]
+        suffix = f" field '{'.'.join(map(str, rest))}'" if rest else ""
+        return f"pipeline {kind} '{full[1]}'{suffix}"
+    if not full:
+        return "the spec"
+    return f"'{'.'.join(map(str, full))}'"
+
+
+def _type_names(expected: Any) -> str:
+    names = expected if isinstance(expected, list) else [expected]
+    return " or ".join(_JSON_TYPES.get(n, n) for n in names)
+
+
+def _describe_value(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return text
+
+
+def _one_diagnostic(
+    error: ValidationError, source: SourceMap, prefix: Path_, code_prefix: str
+) -> Diagnostic:
+    path: Path_ = tuple(error.absolute_path)
+    full = (*prefix, *path)
+    where = _where(path, prefix)
+    kind = error.validator
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    param = code_prefix == "param"
+
+    if kind == "additionalProperties" and isinstance(error.instance, dict):
+        known = set(schema.get("properties", {}))
+        extra = sorted(str(k) for k in error.instance if k not in known)
+        key = extra[0] if extra else "?"
+        allowed = ", ".join(sorted(known)) or "none"
+        code = "E-PARAM" if param else "E-SCHEMA-KEY"
+        return Diagnostic(
+            code,
+            f"unknown key '{key}' in {where}{did_you_mean(key, known)}",
+            source.key((*full, key)),
+            hint=f"allowed keys: {allowed}",
+        )
+    if kind == "required":
+        missing = str(error.message).split("'")[1] if "'" in error.message else "?"
+        code = "E-PARAM" if param else "E-SCHEMA-REQUIRED"
+        return Diagnostic(code, f"{where} is missing the required field '{missing}'", source.key(full))
+    if kind == "type":
+        code = "E-PARAM" if param else "E-SCHEMA-TYPE"
+        return Diagnostic(
+            code,
+            f"{where} must be {_type_names(error.validator_value)}, "
+            f"not {_describe_value(error.instance)}",
+            source.value(full),
+        )
+    if kind == "const" and full == ("dagserve",):
+        return Diagnostic(
+            "E-VERSION",
+            f"unsupported spec version {json.dumps(error.instance)}; this dagserve reads version 1",
+            source.value(full),
+            hint="write 'dagserve: 1' at the top of the spec",
+        )
+    if kind in ("oneOf", "anyOf"):
+        types = sorted(
+            {s.get("type") for s in error.validator_value if isinstance(s, dict) and "type" in s}
+            | {"string" for s in error.validator_value if isinstance(s, dict) and "$ref" in s}
+        )
+        code = "E-PARAM" if param else "E-SCHEMA-TYPE"
+        return Diagnostic(
+            code,
+            f"{where} must be {_type_names(types) if types else 'of another form'}, "
+            f"not {_describe_value(error.instance)}",
+            source.value(full),
+        )
+    if kind == "enum":
+        choices = ", ".join(json.dumps(c) for c in error.validator_value)
+        guess = did_you_mean(str(error.instance), [str(c) for c in error.validator_value])
+        code = "E-PARAM" if param else "E-SCHEMA-VALUE"
+        return Diagnostic(
+            code,
+            f"{where} is {json.dumps(error.instance)}{guess}",
+            source.value(full),
+            hint=f"allowed values: {choices}",
+        )
+    code = "E-PARAM" if param else "E-SCHEMA-VALUE"
+    return Diagnostic(code, f"{where}: {error.message}", source.value(full))
+
+
+def validate_against(
+    schema: dict[str, Any],
+    instance: Any,
+    source: SourceMap,
+    prefix: Path_ = (),
+    kind: str = "spec",
+) -> list[Diagnostic]:
+    """Validate ``instance`` (found at ``prefix`` in the document) against ``schema``.
+
+    Args:
+        kind: ``"spec"`` for the pipeline format, ``"param"`` for an op's params
+            (every failure is then ``E-PARAM``).
+    """
+    validator = jsonschema.Draft202012Validator(schema)
+    diagnostics = []
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
+    for error in errors:
+        diagnostics.append(_one_diagnostic(error, source, prefix, kind))
+    return diagnostics
+
+
+def schema_diagnostics(data: Any, source: SourceMap) -> list[Diagnostic]:
+    """Every way ``data`` breaks the pipeline schema."""
+    if not isinstance(data, dict):
+        return [
+            Diagnostic(
+                "E-SCHEMA-TYPE",
+                f"a pipeline spec must be a mapping, not {_describe_value(data)}",
+                source.value(()),
+                file=source.file,
+            )
+        ]
+    return validate_against(pipeline_schema(), data, source)
