@@ -60,6 +60,8 @@ class TypeProblem:
     hint: str | None = None
     index: int = 0
     """For a variadic port, which of its references is at fault."""
+    param: str | None = None
+    """The param at fault, when the problem is a param's value (the span points at it)."""
 
 
 @dataclass
@@ -89,8 +91,8 @@ class InferContext:
     """Facts a rule learns for later passes (e.g. a model's batch limit)."""
 
     def problem(self, code: str, message: str, port: str | None = None, hint: str | None = None,
-                index: int = 0) -> None:
-        self.problems.append(TypeProblem(code, message, port, hint, index))
+                index: int = 0, param: str | None = None) -> None:
+        self.problems.append(TypeProblem(code, message, port, hint, index, param))
 
     def source(self, port: str, index: int = 0) -> str:
         src = self.sources.get(port, "?")
@@ -190,7 +192,11 @@ class KernelContext:
     input_types: Mapping[str, TensorType]
     output_types: Mapping[str, TensorType]
     files: Mapping[str, str] = field(default_factory=dict)
+    """Path params resolved to absolute paths."""
     instance: int = 0
+    stream: Any = None
+    """On a GPU: this instance's CUDA stream (a ``cupy.cuda.Stream``); kernels that
+    launch work (ONNX Runtime, torch, TensorRT) must order it on this stream."""
 
 
 class Kernel(Protocol):

@@ -1,0 +1,178 @@
+"""The dynamic batcher of one node: a priority queue of items and Triton's dispatch rule.
+
+It is pure logic with an explicit clock: every method takes ``now`` (seconds,
+monotonic) and nothing here sleeps or awaits, so tests drive it with a fake clock
+and hypothesis. The node runner asks :meth:`Batcher.poll` for work whenever one of
+its instances is idle.
+
+Dispatch rule (Triton's dynamic batcher, per priority order):
+
+1. items whose request is finished (failed, cancelled) or whose deadline passed
+   leave the queue first, and are returned as ``dropped``;
+2. if the queue holds ``max_batch_size`` items, send a full batch (``full``);
+3. else if it holds at least a preferred batch size, send the largest preferred
+   size that fits (``preferred``);
+4. else if the oldest item has waited ``max_queue_delay_us``, send everything
+   queued (``delay``);
+5. else wait until the oldest item's delay, or the nearest deadline, runs out.
+
+Priority 1 is the highest; within a priority, items leave in arrival order.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+__all__ = ["BatchPolicy", "Batcher", "Decision", "QueueFull", "QueuedItem"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """A node's batching settings (the Plan's ``batching`` block), times in µs."""
+
+    max_batch_size: int = 1
+    max_queue_delay_us: int = 0
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_size: int = 0
+    timeout_us: int = 0
+    priority_levels: int = 1
+    default_priority: int = 1
+
+    @classmethod
+    def from_plan(cls, data: dict[str, Any]) -> BatchPolicy:
+        return cls(
+            max_batch_size=max(1, int(data.get("max_batch_size", 1))),
+            max_queue_delay_us=int(data.get("max_queue_delay_us", 0)),
+            preferred_batch_sizes=tuple(sorted(int(s) for s in data.get("preferred_batch_sizes", ()))),
+            max_queue_size=int(data.get("max_queue_size", 0)),
+            timeout_us=int(data.get("timeout_us", 0)),
+            priority_levels=int(data.get("priority_levels", 1)),
+            default_priority=int(data.get("default_priority", 1)),
+        )
+
+
+class QueueFull(Exception):
+    """The node's queue holds ``max_queue_size`` live items."""
+
+
+@dataclass(order=True)
+class QueuedItem(Generic[T]):
+    """One batch item waiting at a node. Ordered by (priority, arrival)."""
+
+    priority: int
+    seq: int
+    enqueued: float = field(compare=False)
+    deadline: float | None = field(compare=False)
+    payload: T = field(compare=False)
+
+
+@dataclass
+class Decision(Generic[T]):
+    """What :meth:`Batcher.poll` decided.
+
+    Attributes:
+        batch: items to run now (empty: nothing to run yet).
+        reason: ``full``, ``preferred`` or ``delay`` when ``batch`` is not empty.
+        dropped: items removed because they expired or their request finished;
+            ``expired`` tells which of them ran out of time.
+        wake_at: when to poll again if nothing arrives (``None``: only on arrival).
+    """
+
+    batch: list[QueuedItem[T]] = field(default_factory=list)
+    reason: str | None = None
+    dropped: list[QueuedItem[T]] = field(default_factory=list)
+    expired: list[bool] = field(default_factory=list)
+    wake_at: float | None = None
+
+
+class Batcher(Generic[T]):
+    """A node's queue. ``is_live(payload)`` says whether an item's request still wants it."""
+
+    def __init__(self, policy: BatchPolicy, is_live: Callable[[T], bool] = lambda _: True) -> None:
+        self.policy = policy
+        self._is_live = is_live
+        self._heap: list[QueuedItem[T]] = []
+        self._seq = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def put(self, payload: T, now: float, priority: int | None = None, deadline: float | None = None) -> QueuedItem[T]:
+        """Queue one item.
+
+        Args:
+            priority: 1 (highest) .. ``priority_levels``; default: the policy's.
+            deadline: absolute time after which the item is dropped; the policy's
+                ``timeout_us`` applies when it is sooner.
+
+        Raises:
+            QueueFull: ``max_queue_size`` live items are already queued.
+            ValueError: the priority is outside ``1..priority_levels``.
+        """
+        p = self.policy
+        level = p.default_priority if priority is None or priority == 0 else priority
+        if not 1 <= level <= p.priority_levels:
+            raise ValueError(f"priority {priority} is outside 1..{p.priority_levels}")
+        if p.max_queue_size and len(self._heap) >= p.max_queue_size:
+            self._purge_dead()
+            if len(self._heap) >= p.max_queue_size:
+                raise QueueFull(f"queue is full ({p.max_queue_size} items)")
+        if p.timeout_us:
+            policy_deadline = now + p.timeout_us / 1e6
+            deadline = policy_deadline if deadline is None else min(deadline, policy_deadline)
+        item = QueuedItem(level, next(self._seq), now, deadline, payload)
+        heapq.heappush(self._heap, item)
+        return item
+
+    def _purge_dead(self) -> list[QueuedItem[T]]:
+        dead = [i for i in self._heap if not self._is_live(i.payload)]
+        if dead:
+            self._heap = [i for i in self._heap if self._is_live(i.payload)]
+            heapq.heapify(self._heap)
+        return dead
+
+    def _drop_expired_and_dead(self, now: float, decision: Decision[T]) -> None:
+        keep = []
+        for item in self._heap:
+            expired = item.deadline is not None and now >= item.deadline
+            if expired or not self._is_live(item.payload):
+                decision.dropped.append(item)
+                decision.expired.append(expired)
+            else:
+                keep.append(item)
+        if len(keep) != len(self._heap):
+            heapq.heapify(keep)
+            self._heap = keep
+
+    def _take(self, n: int) -> list[QueuedItem[T]]:
+        return [heapq.heappop(self._heap) for _ in range(min(n, len(self._heap)))]
+
+    def poll(self, now: float) -> Decision[T]:
+        """Decide what to run now; see the module docstring for the rule."""
+        decision: Decision[T] = Decision()
+        self._drop_expired_and_dead(now, decision)
+        queued = len(self._heap)
+        if queued == 0:
+            return decision
+        p = self.policy
+        if queued >= p.max_batch_size:
+            decision.batch, decision.reason = self._take(p.max_batch_size), "full"
+            return decision
+        fitting = [s for s in p.preferred_batch_sizes if s <= queued]
+        if fitting:
+            decision.batch, decision.reason = self._take(fitting[-1]), "preferred"
+            return decision
+        oldest = min(item.enqueued for item in self._heap)
+        due = oldest + p.max_queue_delay_us / 1e6
+        if now >= due:
+            decision.batch, decision.reason = self._take(queued), "delay"
+            return decision
+        deadlines = [item.deadline for item in self._heap if item.deadline is not None]
+        decision.wake_at = min([due, *deadlines])
+        return decision

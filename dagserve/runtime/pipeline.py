@@ -1,0 +1,453 @@
+"""A running pipeline, built from a Plan: inputs in, outputs out, batched per node.
+
+Life cycle: ``await pipeline.start()`` creates every node's kernels (one per
+instance, in the thread pool: models take time to load and warm up), then
+requests flow; ``await pipeline.close()`` stops accepting, lets everything in
+flight finish, then stops the workers. ``infer``/``infer_async`` validate the
+inputs against the plan (names, dtypes, shapes, batch size) before anything is
+queued, so a bad request fails alone with a message that says what was expected.
+
+The synchronous :meth:`Pipeline.infer` runs the pipeline on a private event loop
+in a background thread, so scripts and notebooks need no asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import itertools
+import os
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from dagserve.compiler.plan import Plan, PlanNode, PlanTensor
+from dagserve.errors import (
+    DagserveError,
+    DeadlineExceededError,
+    InvalidInputError,
+    RequestError,
+    UnavailableError,
+    UnrecoverableError,
+)
+from dagserve.ops.base import Kernel, KernelContext
+from dagserve.ops.registry import OpRegistry, default_registry
+from dagserve.runtime.devices import CopyKernel, InstanceDevice, to_host
+from dagserve.runtime.node import NodeRunner, PortSource, Pumps, Result, Slot, _ItemFailure
+from dagserve.runtime.request import Request
+from dagserve.runtime.stats import PipelineStats
+from dagserve.runtime.values import ItemValue, gather
+from dagserve.types import DTYPES, TensorType, parse_device
+
+__all__ = ["Pipeline"]
+
+_ids = itertools.count(1)
+
+
+def _np_dtype(dtype: str) -> np.dtype[Any]:
+    return np.dtype(DTYPES[dtype][0])
+
+
+def _load_kernel(plan: Plan, node: PlanNode, device: InstanceDevice, instance: int,
+                 registry: OpRegistry) -> Kernel:
+    """Create one instance's kernel: the op's factory, or the runtime's copy kernel."""
+    input_types = {}
+    ctx = KernelContext(
+        node=node.name,
+        op=node.op or node.kind,
+        params=node.params,
+        device=device.device,
+        batched=plan.max_batch_size > 0,
+        input_types=input_types,
+        output_types=dict(node.outputs),
+        files={k: os.path.join(plan.root, v) for k, v in node.files.items()},
+        instance=instance,
+        stream=device.stream,
+    )
+    if node.kind == "copy":
+        return CopyKernel(ctx)
+    op = registry.get(node.op or "")
+    if op is None or op.kernel is None:
+        raise UnrecoverableError(f"node '{node.name}': op '{node.op}' has no runtime kernel in this installation")
+    module_name, _, attr = op.kernel.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise UnrecoverableError(f"node '{node.name}': cannot load kernel {op.kernel}: {exc}") from exc
+    kernel: Kernel = factory(ctx)
+    return kernel
+
+
+class _LoopThread:
+    """An event loop running in a daemon thread, for the synchronous API."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="dagserve-loop", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Any, timeout: float | None = None) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+        self.loop.close()
+
+
+class Pipeline:
+    """A compiled pipeline, ready to run once started.
+
+    Args:
+        plan: the compiled Plan (the only thing the runtime reads).
+        threads: size of the kernel thread pool (default: one per node instance).
+        registry: where ops are looked up (default: built-ins and plugins).
+    """
+
+    def __init__(self, plan: Plan, threads: int | None = None, registry: OpRegistry | None = None) -> None:
+        self.plan = plan
+        self.registry = registry or default_registry()
+        self.name = plan.name
+        self.stats = PipelineStats()
+        self.runners: dict[str, NodeRunner] = {}
+        self._threads = threads
+        self._executor: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: _LoopThread | None = None
+        self._pumps: Pumps | None = None
+        self._accepting = False
+        self._in_flight: set[asyncio.Future[Any]] = set()
+        self._idle: asyncio.Event | None = None
+        self._start_lock = threading.Lock()
+        self._inputs = {t.name: t for t in plan.inputs}
+        self._consumers: dict[str, list[str]] = {}
+        self._pending_template: dict[str, int] = {}
+        self._entry: list[str] = []
+        self._analyse()
+
+    # -- structure --------------------------------------------------------------------------
+
+    def _ragged_of(self, ref: str) -> bool:
+        if ref.startswith("inputs."):
+            return self._inputs[ref[len("inputs."):]].type.ragged
+        node, _, port = ref.partition(".")
+        return self.plan.node(node).outputs[port].ragged
+
+    def _analyse(self) -> None:
+        for node in self.plan.nodes:
+            producers = {ref.partition(".")[0] for refs in node.inputs.values() for ref in refs
+                         if not ref.startswith("inputs.")}
+            self._pending_template[node.name] = len(producers)
+            if not producers:
+                self._entry.append(node.name)
+            for producer in producers:
+                self._consumers.setdefault(producer, []).append(node.name)
+
+    @property
+    def ready(self) -> bool:
+        return self._accepting
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load every kernel (in the thread pool), then accept requests.
+
+        Raises:
+            UnrecoverableError: a kernel could not be created (model missing, no GPU, ...).
+        """
+        if self._loop is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        instances = sum(n.instances for n in self.plan.nodes)
+        self._executor = ThreadPoolExecutor(
+            max_workers=self._threads or max(2, instances), thread_name_prefix=f"dagserve-{self.name}")
+        for node in self.plan.nodes:
+            devices = [InstanceDevice(parse_device(node.device)) for _ in range(node.instances)]
+            kernels = await asyncio.gather(*(
+                self._loop.run_in_executor(self._executor, _load_kernel, self.plan, node, devices[i], i,
+                                           self.registry)
+                for i in range(node.instances)
+            ))
+            sources = [
+                PortSource(port, tuple(refs), tuple(self._ragged_of(r) for r in refs), len(refs) > 1 or
+                           port in getattr(node, "variadic", ()))
+                for port, refs in node.inputs.items()
+            ]
+            runner = NodeRunner(
+                self.name, node, sources, {p: t.ragged for p, t in node.outputs.items()},
+                list(kernels), devices, self._executor, self._deliver,
+            )
+            self.runners[node.name] = runner
+        self._pumps = Pumps(self._loop)
+        for runner in self.runners.values():
+            runner.start(self._pumps)
+        self._accepting = True
+
+    async def close(self, drain: bool = True, timeout: float | None = None) -> None:
+        """Stop accepting; with ``drain`` finish what is in flight (up to ``timeout`` s); stop.
+
+        Requests still running after the timeout fail with UNAVAILABLE, never silently.
+        """
+        self._accepting = False
+        if self._loop is None:
+            return
+        if drain and self._in_flight:
+            assert self._idle is not None
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+        for future in list(self._in_flight):
+            if not future.done():
+                future.set_exception(UnavailableError(f"pipeline '{self.name}' shut down before the request finished"))
+        for runner in self.runners.values():
+            await runner.stop()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._loop = None
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def _validate(self, inputs: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Check names, dtypes, shapes and batch size; return (items, arrays)."""
+        unknown = sorted(set(inputs) - set(self._inputs))
+        if unknown:
+            raise InvalidInputError(
+                f"pipeline '{self.name}' has no input '{unknown[0]}'; its inputs are: {', '.join(self._inputs)}")
+        missing = [name for name in self._inputs if name not in inputs]
+        if missing:
+            raise InvalidInputError(f"pipeline '{self.name}': input '{missing[0]}' is missing")
+        batched = self.plan.max_batch_size > 0
+        arrays: dict[str, Any] = {}
+        count: int | None = None
+        for name, spec in self._inputs.items():
+            value = _as_array(inputs[name], spec.type)
+            _check_type(self.name, name, value, spec.type, batched, self.plan.max_batch_size)
+            n = value.shape[0] if batched else 1
+            if count is not None and n != count:
+                raise InvalidInputError(
+                    f"pipeline '{self.name}': inputs disagree on the batch size ({count} vs {n} for '{name}')")
+            count = n
+            arrays[name] = value
+        assert count is not None
+        return count, arrays
+
+    async def infer_async(
+        self,
+        inputs: Mapping[str, Any],
+        *,
+        priority: int | None = None,
+        timeout: float | None = None,
+        request_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Run one request.
+
+        Args:
+            inputs: name -> array (NumPy or anything NumPy can read; bytes inputs as
+                an object array or a list of ``bytes``). With ``max_batch_size > 0``
+                the leading dimension is the request's batch.
+            priority: 1 is the highest; default: each node's default priority.
+            timeout: seconds; past it the request fails with DEADLINE_EXCEEDED and
+                its items leave every queue.
+
+        Returns:
+            output name -> NumPy array (a list of arrays for a ragged output whose
+            items differ in shape).
+
+        Raises:
+            RequestError: a subclass that says what went wrong (and maps to a status).
+        """
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            await self.start()
+        if loop is not self._loop:
+            assert self._loop is not None
+            future = asyncio.run_coroutine_threadsafe(
+                self.infer_async(inputs, priority=priority, timeout=timeout, request_id=request_id), self._loop)
+            return await asyncio.wrap_future(future)  # type: ignore[no-any-return]
+        if not self._accepting:
+            raise UnavailableError(f"pipeline '{self.name}' is not accepting requests (shutting down)")
+        try:
+            count, arrays = self._validate(inputs)
+        except RequestError:
+            self.stats.failure["INVALID_ARGUMENT"] += 1
+            raise
+        now = loop.time()
+        deadline = now + timeout if timeout else None
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        request = Request(request_id or str(next(_ids)), count, future, self._pending_template,
+                          len(self.plan.nodes), priority, deadline, now)
+        batched = self.plan.max_batch_size > 0
+        for name, array in arrays.items():
+            key = f"inputs.{name}"
+            for i in range(count):
+                request.values[i][key] = ItemValue(array, i) if batched else ItemValue(array)
+        if deadline is not None:
+            request.timer = loop.call_at(deadline, self._expire, request, timeout)
+        self._track(future)
+        if not self.plan.nodes:
+            self._finish(request)
+        for name in self._entry:
+            runner = self.runners[name]
+            for i in range(count):
+                runner.submit(request, i, now)
+        if self._pumps is not None:
+            self._pumps.run()
+        try:
+            outputs = await future
+        except RequestError as exc:
+            self.stats.failure[exc.status] += 1
+            raise
+        except asyncio.CancelledError:
+            self.stats.failure["CANCELLED"] += 1
+            raise
+        elapsed = int((loop.time() - now) * 1e9)
+        self.stats.success += 1
+        self.stats.items += count
+        self.stats.request_ns += elapsed
+        self.stats.request_seconds.observe(elapsed / 1e9)
+        self.stats.last_inference_ms = int(time.time() * 1000)
+        return outputs
+
+    def infer(self, inputs: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """Synchronous :meth:`infer_async` (runs the pipeline on a background loop)."""
+        with self._start_lock:
+            if self._loop_thread is None:
+                self._loop_thread = _LoopThread()
+                self._loop_thread.run(self.start())
+        return self._loop_thread.run(self.infer_async(inputs, **kwargs))  # type: ignore[no-any-return]
+
+    def shutdown(self) -> None:
+        """Synchronous close for pipelines used through :meth:`infer`."""
+        if self._loop_thread is not None:
+            self._loop_thread.run(self.close())
+            self._loop_thread.stop()
+            self._loop_thread = None
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    async def __aenter__(self) -> Pipeline:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- internals (event loop thread) -----------------------------------------------------
+
+    def _track(self, future: asyncio.Future[Any]) -> None:
+        assert self._idle is not None
+        self._in_flight.add(future)
+        self._idle.clear()
+        future.add_done_callback(self._untrack)
+
+    def _untrack(self, future: asyncio.Future[Any]) -> None:
+        self._in_flight.discard(future)
+        if not self._in_flight and self._idle is not None:
+            self._idle.set()
+
+    def _expire(self, request: Request, timeout: float | None) -> None:
+        request.timer = None
+        request.fail(DeadlineExceededError(f"pipeline '{self.name}': request timed out after {timeout} s"))
+
+    def _deliver(self, runner: NodeRunner, slots: list[Slot], results: list[Result]) -> None:
+        assert self._loop is not None
+        now = self._loop.time()
+        consumers = self._consumers.get(runner.name, ())
+        prefix = runner.name + "."
+        for (request, index), result in zip(slots, results):
+            if not request.live:
+                continue
+            if isinstance(result, _ItemFailure):
+                runner.stats.failures += 1
+                request.fail(result.exc)
+                continue
+            values = request.values[index]
+            for port, value in result.items():
+                values[prefix + port] = value
+            for consumer in consumers:
+                pending = request.pending[index]
+                pending[consumer] -= 1
+                if pending[consumer] == 0:
+                    self.runners[consumer].submit(request, index, now)
+            request.nodes_left[index] -= 1
+            if request.nodes_left[index] == 0:
+                request.items_left -= 1
+                if request.items_left == 0:
+                    self._finish(request)
+
+    def _finish(self, request: Request) -> None:
+        try:
+            outputs = {t.name: self._output(request, t) for t in self.plan.outputs}
+        except Exception as exc:
+            request.fail(DagserveError(f"pipeline '{self.name}': could not assemble outputs: {exc}"))
+            return
+        request.succeed(outputs)
+
+    def _output(self, request: Request, tensor: PlanTensor) -> Any:
+        assert tensor.source is not None
+        values = [request.values[i][tensor.source] for i in range(request.n_items)]
+        if self.plan.max_batch_size == 0:
+            return to_host(values[0].get())
+        if not tensor.type.ragged:
+            return to_host(gather(values, False))
+        items = [to_host(v.get()) for v in values]
+        if all(getattr(x, "shape", None) == getattr(items[0], "shape", None) for x in items):
+            return np.stack(items) if hasattr(items[0], "shape") else np.array(items, dtype=object)
+        return items
+
+
+def _as_array(value: Any, spec: TensorType) -> Any:
+    if spec.dtype == "bytes":
+        if isinstance(value, (bytes, bytearray)):
+            value = [bytes(value)]
+        arr = np.asarray(value, dtype=object) if not isinstance(value, np.ndarray) else value
+        if arr.dtype.kind == "S":
+            arr = arr.astype(object)
+        return arr
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "__dlpack__"):
+        return value
+    return np.asarray(value)
+
+
+def _check_type(pipeline: str, name: str, value: Any, spec: TensorType, batched: bool, max_batch: int) -> None:
+    shape = tuple(getattr(value, "shape", ()))
+    dtype = getattr(value, "dtype", None)
+    want_dtype = "bytes" if spec.dtype == "bytes" else spec.dtype
+    got_dtype = "bytes" if dtype is not None and np.dtype(dtype).kind == "O" else str(dtype)
+    expected = spec.render(batched)
+    if got_dtype != want_dtype:
+        raise InvalidInputError(
+            f"pipeline '{pipeline}' input '{name}': expected {expected}, got {got_dtype}{list(shape)}")
+    item_shape = shape[1:] if batched else shape
+    if batched:
+        if len(shape) != spec.rank + 1:
+            raise InvalidInputError(f"pipeline '{pipeline}' input '{name}': expected {expected} "
+                                    f"(rank {spec.rank + 1} with the batch dimension), got shape {list(shape)}")
+        if not 1 <= shape[0] <= max_batch:
+            raise InvalidInputError(f"pipeline '{pipeline}' input '{name}': batch size {shape[0]} is outside "
+                                    f"1..{max_batch} (max_batch_size)")
+    elif len(shape) != spec.rank:
+        raise InvalidInputError(f"pipeline '{pipeline}' input '{name}': expected {expected}, got shape {list(shape)}")
+    for got, want in zip(item_shape, spec.shape):
+        if isinstance(want, int) and got != want:
+            raise InvalidInputError(
+                f"pipeline '{pipeline}' input '{name}': expected {expected}, got shape {list(shape)}")
+    if spec.dtype == "bytes":
+        flat = value.reshape(-1)
+        for item in flat:
+            if not isinstance(item, (bytes, bytearray, np.bytes_)):
+                raise InvalidInputError(
+                    f"pipeline '{pipeline}' input '{name}': BYTES elements must be bytes, got {type(item).__name__}")
