@@ -119,6 +119,17 @@ def build_plan(spec: PipelineSpec, graph: Graph, target: str) -> Plan:
     )
 
 
+def _internal(spec: PipelineSpec, stage: str, ran: list[str], exc: BaseException) -> Diagnostic:
+    where = f" (after {', '.join(ran)})" if ran else ""
+    return Diagnostic(
+        "E-INTERNAL",
+        f"internal compiler error in {stage}{where}: {type(exc).__name__}: {exc}",
+        file=spec.file,
+        hint="this is a bug in dagserve; please report it with this spec and the trace below\n"
+             + "".join(traceback.format_exception(exc)).rstrip(),
+    )
+
+
 def compile_spec(
     spec: PipelineSpec,
     options: CompileOptions | None = None,
@@ -134,16 +145,9 @@ def compile_spec(
         try:
             p.run(ctx)
             if debug:
-                ctx.graph.lint()
+                ctx.graph.lint(partial=ctx.bag.has_errors())
         except Exception as exc:  # a compiler bug: report it, never a traceback
-            where = f" (after {', '.join(ran)})" if ran else ""
-            ctx.bag.add(Diagnostic(
-                "E-INTERNAL",
-                f"internal compiler error in pass '{p.name}'{where}: {type(exc).__name__}: {exc}",
-                file=spec.file,
-                hint="this is a bug in dagserve; please report it with this spec and the trace below\n"
-                     + "".join(traceback.format_exception(exc)).rstrip(),
-            ))
+            ctx.bag.add(_internal(spec, f"pass '{p.name}'", ran, exc))
             return CompileResult(ctx.bag.sorted(), None, ctx.graph, ran)
         ran.append(p.name)
         if p.stop_on_error and len(ctx.bag.errors) > before:
@@ -152,7 +156,11 @@ def compile_spec(
             break
     if ctx.bag.has_errors():
         return CompileResult(ctx.bag.sorted(), None, ctx.graph, ran)
-    plan = build_plan(spec, ctx.graph, options.target)
+    try:
+        plan = build_plan(spec, ctx.graph, options.target)
+    except Exception as exc:  # a compiler bug: report it, never a traceback
+        ctx.bag.add(_internal(spec, "building the plan", ran, exc))
+        return CompileResult(ctx.bag.sorted(), None, ctx.graph, ran)
     return CompileResult(ctx.bag.sorted(), plan, ctx.graph, ran)
 
 

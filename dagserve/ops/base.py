@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from dagserve.types import DType, Device, Dim, TensorType, dims_compatible
+from dagserve.types import Device, Dim, DType, TensorType, dims_compatible
 
 __all__ = [
     "InferContext",

@@ -16,7 +16,7 @@ def _infer_topk(ctx: InferContext) -> dict[str, TensorType]:
     k = ctx.params["k"]
     if isinstance(classes, int) and k > classes:
         ctx.problem("E-PARAM", f"node '{ctx.node}' param 'k' is {k} but '{ctx.source('logits')}' has "
-                    f"only {classes} classes", hint=f"set k to at most {classes}")
+                    f"only {classes} classes", hint=f"set k to at most {classes}", param="k")
         return {}
     labels_file = ctx.files.get("labels")
     if labels_file is not None:
@@ -24,11 +24,11 @@ def _infer_topk(ctx: InferContext) -> dict[str, TensorType]:
             with open(labels_file, encoding="utf-8") as fh:
                 labels = [line.rstrip("\n") for line in fh if line.strip()]
         except (OSError, UnicodeDecodeError) as exc:
-            ctx.problem("E-PARAM", f"node '{ctx.node}' cannot read labels file: {exc}")
+            ctx.problem("E-PARAM", f"node '{ctx.node}' cannot read labels file: {exc}", param="labels")
             return {}
         if isinstance(classes, int) and len(labels) != classes:
             ctx.problem("E-PARAM", f"node '{ctx.node}' labels file has {len(labels)} labels but "
-                        f"'{ctx.source('logits')}' has {classes} classes")
+                        f"'{ctx.source('logits')}' has {classes} classes", param="labels")
     out = {
         "scores": TensorType("float32", (k,)),
         "indices": TensorType("int64", (k,)),

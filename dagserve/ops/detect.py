@@ -66,7 +66,7 @@ def _infer_nms(ctx: InferContext) -> dict[str, TensorType]:
     names = ctx.params.get("class_names")
     if names is not None and isinstance(classes, int) and len(names) != classes:
         ctx.problem("E-PARAM", f"node '{ctx.node}' param 'class_names' has {len(names)} names "
-                    f"but the detector has {classes} classes")
+                    f"but the detector has {classes} classes", param="class_names")
     ctx.meta["classes"] = classes
     k = ctx.params["max_detections"] if ctx.params["pad"] else "K"
     ragged = not ctx.params["pad"]

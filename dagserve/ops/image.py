@@ -86,6 +86,7 @@ def _infer_normalize(ctx: InferContext) -> dict[str, TensorType]:
             ctx.problem(
                 "E-PARAM",
                 f"node '{ctx.node}' param '{key}' has {len(values)} values but the image has {c} channels",
+                param=key,
             )
     hw = image.shape[:2] if src_layout == "hwc" else image.shape[1:]
     shape = (*hw, c) if dst_layout == "hwc" else (c, *hw)

@@ -8,11 +8,13 @@ batches to ``k`` items (``ctx.meta["max_batch"]``), which the batching pass chec
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from typing import Any
 
 from dagserve.backends.base import ModelSignature, SignatureError
 from dagserve.diagnostics import did_you_mean
+from dagserve.errors import MissingExtraError
 from dagserve.ops.base import InferContext, OpDef
 from dagserve.types import UNKNOWN, Dim, TensorType
 
@@ -37,8 +39,8 @@ def _tensorrt_signature(path: str, params: dict[str, Any]) -> ModelSignature:
     return read_tensorrt_signature(path)
 
 
-def _layout_hint(produced: TensorType, expected: tuple[Dim, ...], want_dtype: str) -> str | None:
-    """Suggest the fix for the classic HWC-uint8 -> CHW-float mistake."""
+def _layout_hint(produced: TensorType, expected: tuple[Dim, ...], want_dtype: str, source: str) -> str | None:
+    """Suggest the fix for the classic HWC-uint8 -> CHW-float mistake, naming the producer."""
     looks_chw = len(expected) == 3 and expected[0] in (1, 3) and produced.layout == "hwc"
     if looks_chw or produced.dtype != want_dtype:
         parts = []
@@ -46,7 +48,11 @@ def _layout_hint(produced: TensorType, expected: tuple[Dim, ...], want_dtype: st
             parts.append("'layout: chw'")
         if produced.dtype != want_dtype:
             parts.append(f"'dtype: {want_dtype}'")
-        return (f"add {' and '.join(parts)} to the producing node's params (image.letterbox takes both), "
+        if source.startswith("inputs."):
+            return (f"declare pipeline input '{source[len('inputs.'):]}' as the model expects it, "
+                    f"or insert an 'image.normalize' node")
+        producer = source.partition(".")[0]
+        return (f"add {' and '.join(parts)} to the params of node '{producer}' (if it is an image.letterbox), "
                 f"or insert an 'image.normalize' node")
     return None
 
@@ -57,11 +63,14 @@ def _bind(dims: tuple[Dim, ...], bindings: dict[str, Dim]) -> tuple[Dim, ...]:
 
 def infer_model(ctx: InferContext, signature: ModelSignature) -> dict[str, TensorType]:
     """Check every fed port against the model's signature and type its outputs."""
-    model_file = ctx.files.get("path", "?")
+    model_file = ctx.params.get("path", "?")  # as the spec wrote it
     ctx.meta["signature"] = signature
     layouts: dict[str, str] = ctx.params.get("layouts") or {}
+    meant: set[str] = set()  # model inputs a misnamed port was probably meant for
     for port in ctx.inputs:
         if port not in signature.inputs:
+            guess = difflib.get_close_matches(port, list(signature.inputs), n=1, cutoff=0.6)
+            meant.update(guess)
             ctx.problem(
                 "E-MODEL-INPUT",
                 f"node '{ctx.node}' feeds input '{port}' but model '{model_file}' has no such input"
@@ -69,7 +78,8 @@ def infer_model(ctx: InferContext, signature: ModelSignature) -> dict[str, Tenso
                 port,
                 hint=f"the model's inputs are: {', '.join(signature.inputs)}",
             )
-    unfed = [name for name in signature.inputs if name not in ctx.inputs]
+    # an input the misnamed port was meant for is not reported again as unfed
+    unfed = [name for name in signature.inputs if name not in ctx.inputs and name not in meant]
     if unfed:
         ctx.problem(
             "E-MODEL-INPUT",
@@ -105,7 +115,7 @@ def infer_model(ctx: InferContext, signature: ModelSignature) -> dict[str, Tenso
             layouts=(layout,) if layout else None,
             uniform=ctx.batched,
             expected=expected,
-            hint=_layout_hint(produced, dims, model_type.dtype),
+            hint=_layout_hint(produced, dims, model_type.dtype, ctx.source(name)),
         ):
             for d, p in zip(dims, produced.shape):
                 if isinstance(d, str) and d != UNKNOWN:
@@ -118,7 +128,12 @@ def infer_model(ctx: InferContext, signature: ModelSignature) -> dict[str, Tenso
     return outputs
 
 
-def _model_rule(read: Callable[[str, dict[str, Any]], ModelSignature]) -> Callable[[InferContext], dict[str, TensorType]]:
+def _model_rule(
+    read: Callable[[str, dict[str, Any]], ModelSignature], extra: str | None
+) -> Callable[[InferContext], dict[str, TensorType]]:
+    """The type rule of a model op; ``extra`` is the pip extra its reader needs (None: base install)."""
+    install = f"pip install 'dagserve[{extra}]'" if extra else "reinstall dagserve: pip install dagserve"
+
     def infer(ctx: InferContext) -> dict[str, TensorType]:
         path = ctx.files.get("path")
         if path is None:
@@ -126,7 +141,16 @@ def _model_rule(read: Callable[[str, dict[str, Any]], ModelSignature]) -> Callab
         try:
             signature = read(path, ctx.params)
         except SignatureError as exc:
-            ctx.problem(exc.code, f"node '{ctx.node}': {exc}", hint=exc.hint)
+            message = str(exc).replace(path, str(ctx.params.get("path", path)))
+            ctx.problem(exc.code, f"node '{ctx.node}': {message}", hint=exc.hint, param="path")
+            return {}
+        except MissingExtraError as exc:
+            ctx.problem("E-EXTRA", f"node '{ctx.node}': {exc}", hint=f"pip install 'dagserve[{exc.extra}]'")
+            return {}
+        except ImportError as exc:
+            ctx.problem("E-EXTRA", f"node '{ctx.node}': op {ctx.op} needs the Python module "
+                        f"'{exc.name or exc}' to read its model, and it is not installed",
+                        hint=install)
             return {}
         return infer_model(ctx, signature)
 
@@ -149,7 +173,7 @@ OPS = [
         summary="Run an ONNX model with ONNX Runtime (CPU, CUDA or TensorRT provider).",
         inputs=(),
         outputs=(),
-        infer=_model_rule(_onnx_signature),
+        infer=_model_rule(_onnx_signature, None),
         params_schema={
             "type": "object",
             "additionalProperties": False,
@@ -174,7 +198,7 @@ OPS = [
         summary="Run a TorchScript (.pt) or torch.export (.pt2) program (extra: torch).",
         inputs=(),
         outputs=(),
-        infer=_model_rule(_torch_signature),
+        infer=_model_rule(_torch_signature, "torch"),
         params_schema={
             "type": "object",
             "additionalProperties": False,
@@ -197,7 +221,7 @@ OPS = [
         summary="Run a serialized TensorRT engine (GPU only; extra: gpu).",
         inputs=(),
         outputs=(),
-        infer=_model_rule(_tensorrt_signature),
+        infer=_model_rule(_tensorrt_signature, "gpu"),
         params_schema={
             "type": "object",
             "additionalProperties": False,

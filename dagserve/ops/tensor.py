@@ -25,7 +25,7 @@ def _x(ctx: InferContext) -> TensorType | None:
 def _axis(ctx: InferContext, rank: int, axis: int, port: str = "x") -> int | None:
     if not -rank <= axis < rank:
         ctx.problem("E-PARAM", f"node '{ctx.node}' param 'axis' is {axis} but '{ctx.source(port)}' "
-                    f"has rank {rank} per item")
+                    f"has rank {rank} per item", param="axis")
         return None
     return axis % rank
 
@@ -52,7 +52,7 @@ def _infer_transpose(ctx: InferContext) -> dict[str, TensorType]:
     perm = tuple(ctx.params["perm"])
     if sorted(perm) != list(range(x.rank)):
         ctx.problem("E-PARAM", f"node '{ctx.node}' param 'perm' {list(perm)} is not a permutation of "
-                    f"the {x.rank} axes of '{ctx.source('x')}' ({x.render(ctx.batched)})")
+                    f"the {x.rank} axes of '{ctx.source('x')}' ({x.render(ctx.batched)})", param="perm")
         return {}
     layout = _LAYOUT_PERMS.get((x.layout or "", perm))
     return {"y": TensorType(x.dtype, tuple(x.shape[i] for i in perm), layout, x.ragged)}
@@ -89,7 +89,7 @@ def _infer_split(ctx: InferContext) -> dict[str, TensorType]:
     dim = x.shape[axis]
     if isinstance(dim, int) and sum(sizes) != dim:
         ctx.problem("E-PARAM", f"node '{ctx.node}' param 'sizes' adds up to {sum(sizes)} but axis {axis} "
-                    f"of '{ctx.source('x')}' has {dim}")
+                    f"of '{ctx.source('x')}' has {dim}", param="sizes")
         return {}
     return {
         f"y{i}": TensorType(x.dtype, tuple(s if a == axis else d for a, d in enumerate(x.shape)),
@@ -111,7 +111,7 @@ def _infer_slice(ctx: InferContext) -> dict[str, TensorType]:
         new: Dim = len(range(*slice(start, stop, step).indices(dim)))
         if new == 0:
             ctx.problem("E-PARAM", f"node '{ctx.node}' slice [{start}:{stop}:{step}] of axis {axis} "
-                        f"(size {dim}) is empty")
+                        f"(size {dim}) is empty", param="start")
             return {}
     else:
         new = UNKNOWN

@@ -33,7 +33,8 @@ __all__ = [
 NODE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 TENSOR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED = frozenset({"inputs", "outputs"})
-_PORT = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
+# ports may hold dots, and ':', '/', '-' as in models exported from TensorFlow ('dense/Softmax:0')
+_PORT = re.compile(r"^[A-Za-z0-9_:/-]+(\.[A-Za-z0-9_:/-]+)*$")
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,19 @@ def resolve_path(value: str, spec_file: str, root: str) -> tuple[str | None, str
     return resolved, None
 
 
+def _int(value: Any) -> Any:
+    """JSON Schema counts 8.0 as an integer; make it 8, so plans (and hashes) agree."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _int(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_int(v) for v in value]
+    return value
+
+
 def _dim(value: Any) -> Dim:
+    value = _int(value)
     if value == -1 or value == UNKNOWN:
         return UNKNOWN
     return value if isinstance(value, int) else str(value)
@@ -229,8 +242,8 @@ class _Reader:
                 inputs=inputs,
                 params=dict(body.get("params") or {}),
                 device=body.get("device", "auto"),
-                instances=body.get("instances", 1),
-                batching=body.get("batching"),
+                instances=_int(body.get("instances", 1)),
+                batching=_int(body.get("batching")),
                 description=body.get("description", ""),
                 variadic=frozenset(variadic),
                 span=self.source.key(("nodes", name)),
@@ -269,9 +282,9 @@ def parse_spec(path: str | os.PathLike[str], root: str | None = None) -> tuple[P
         file=file,
         root=os.path.abspath(root) if root else os.path.dirname(os.path.abspath(file)),
         name=doc.data["name"],
-        version=doc.data.get("version", 1),
+        version=_int(doc.data.get("version", 1)),
         description=doc.data.get("description", ""),
-        max_batch_size=doc.data.get("max_batch_size", 0),
+        max_batch_size=_int(doc.data.get("max_batch_size", 0)),
         inputs=reader.inputs(),
         outputs=reader.outputs(),
         nodes=reader.nodes(),

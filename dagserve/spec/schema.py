@@ -9,6 +9,7 @@ what the format expects (with "did you mean" for misspelt keys).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -48,6 +49,8 @@ def _where(path: Path_, prefix: Path_) -> str:
         rest = full[2:]
         if len(rest) >= 2 and rest[0] == "params":
             return f"{where} param '{'.'.join(map(str, rest[1:]))}'"
+        if rest == ("params",):
+            return f"the params of {where}"
         if rest:
             return f"{where} field '{'.'.join(map(str, rest))}'"
         return where
@@ -66,13 +69,20 @@ def _type_names(expected: Any) -> str:
     return " or ".join(_JSON_TYPES.get(n, n) for n in names)
 
 
+def _show(value: Any) -> str:
+    """A value as the user would write it; never fails (bytes, dates, ... use repr)."""
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
 def _describe_value(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, (dict, list)) else type(value).__name__
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    return text
+    return _show(value)
 
 
 def _one_diagnostic(
@@ -99,8 +109,14 @@ def _one_diagnostic(
         )
     if kind == "required":
         missing = str(error.message).split("'")[1] if "'" in error.message else "?"
+        at = full
+        while at and at not in source.keys:  # e.g. no 'params:' at all: point at the node
+            at = at[:-1]
+        if param and not path:
+            return Diagnostic("E-PARAM", f"{_where((), prefix[:2])} is missing the required param '{missing}'",
+                              source.key(at))
         code = "E-PARAM" if param else "E-SCHEMA-REQUIRED"
-        return Diagnostic(code, f"{where} is missing the required field '{missing}'", source.key(full))
+        return Diagnostic(code, f"{where} is missing the required field '{missing}'", source.key(at))
     if kind == "type":
         code = "E-PARAM" if param else "E-SCHEMA-TYPE"
         return Diagnostic(
@@ -112,7 +128,7 @@ def _one_diagnostic(
     if kind == "const" and full == ("dagserve",):
         return Diagnostic(
             "E-VERSION",
-            f"unsupported spec version {json.dumps(error.instance)}; this dagserve reads version 1",
+            f"unsupported spec version {_show(error.instance)}; this dagserve reads version 1",
             source.value(full),
             hint="write 'dagserve: 1' at the top of the spec",
         )
@@ -129,16 +145,20 @@ def _one_diagnostic(
             source.value(full),
         )
     if kind == "enum":
-        choices = ", ".join(json.dumps(c) for c in error.validator_value)
+        choices = ", ".join(_show(c) for c in error.validator_value)
         guess = did_you_mean(str(error.instance), [str(c) for c in error.validator_value])
         code = "E-PARAM" if param else "E-SCHEMA-VALUE"
         return Diagnostic(
             code,
-            f"{where} is {json.dumps(error.instance)}{guess}",
+            f"{where} is {_show(error.instance)}{guess}",
             source.value(full),
             hint=f"allowed values: {choices}",
         )
     code = "E-PARAM" if param else "E-SCHEMA-VALUE"
+    if kind == "pattern":
+        # the regex itself means little to a user; the field's description says the form
+        return Diagnostic(code, f"{where} is {_show(error.instance)}, which is not of the expected form",
+                          source.value(full), hint=schema.get("description") or f"expected: {error.validator_value}")
     return Diagnostic(code, f"{where}: {error.message}", source.value(full))
 
 
@@ -159,7 +179,8 @@ def validate_against(
     diagnostics = []
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
     for error in errors:
-        diagnostics.append(_one_diagnostic(error, source, prefix, kind))
+        d = _one_diagnostic(error, source, prefix, kind)
+        diagnostics.append(d if d.span or d.file else replace(d, file=source.file))
     return diagnostics
 
 
@@ -174,4 +195,8 @@ def schema_diagnostics(data: Any, source: SourceMap) -> list[Diagnostic]:
                 file=source.file,
             )
         ]
+    if data == {} and not source.values:
+        return [Diagnostic("E-SCHEMA-REQUIRED", "the spec is empty; a pipeline needs at least 'dagserve', "
+                           "'name', 'inputs', 'outputs' and 'nodes'", file=source.file,
+                           hint="start from an example in pipelines/ or docs/spec.md")]
     return validate_against(pipeline_schema(), data, source)

@@ -4,7 +4,12 @@ PyYAML's composer already knows each node's start and end mark; the usual
 ``yaml.safe_load`` throws them away and silently keeps the last of two equal keys.
 :func:`load_yaml` walks the composed node tree itself: it builds plain Python data
 (dicts, lists, scalars), a :class:`SourceMap` from each value's path to its span,
-and a diagnostic for every duplicate key. Only the safe tag set is constructed.
+and a diagnostic for every duplicate key.
+
+Only plain data is constructed: mappings, lists, strings, numbers, booleans and
+null. Any other tag (``!!python/...``, ``!!binary``, ``!!set``, custom ``!tags``)
+is a syntax error, even on a list or mapping, whose tag the walk would otherwise
+drop silently; timestamps stay the strings the user wrote.
 """
 
 from __future__ import annotations
@@ -54,6 +59,22 @@ class YamlDocument:
     diagnostics: list[Diagnostic]
 
 
+_SCALAR_TAGS = frozenset(
+    f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null")
+)
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_SEQ, _MAP = "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"
+
+
+def _refuse_tag(node: yaml.Node) -> None:
+    raise yaml.constructor.ConstructorError(
+        None, None,
+        f"the tag '{node.tag.replace('tag:yaml.org,2002:', '!!')}' is not allowed in a spec "
+        "(only plain mappings, lists, strings, numbers, booleans and null)",
+        node.start_mark,
+    )
+
+
 def _span(file: str, node: yaml.Node) -> Span:
     start, end = node.start_mark, node.end_mark
     return Span(file, start.line + 1, start.column + 1, end.line + 1, end.column + 1)
@@ -69,17 +90,33 @@ class _Builder:
     def build(self, node: yaml.Node, path: Path_) -> Any:
         self.source.values[path] = _span(self.file, node)
         if isinstance(node, yaml.MappingNode):
+            if node.tag != _MAP:
+                _refuse_tag(node)
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
+            if node.tag != _SEQ:
+                _refuse_tag(node)
             return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
+        return self._scalar(node)
+
+    def _scalar(self, node: yaml.Node) -> Any:
+        if node.tag == _TIMESTAMP:
+            return str(node.value)
+        if node.tag not in _SCALAR_TAGS:
+            _refuse_tag(node)
         return self.loader.construct_object(node, deep=True)
+
+    def _key(self, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node)
+        return self.build(node, ("<key>",))
 
     def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[Any, Any]:
         seen: dict[Any, Span] = {}
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
-            key = self.loader.construct_object(key_node, deep=True)
+            key = self._key(key_node)
             span = _span(self.file, key_node)
             if isinstance(key, (dict, list)):
                 continue
@@ -98,7 +135,7 @@ class _Builder:
         self.loader.flatten_mapping(node)
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = self.loader.construct_object(key_node, deep=True)
+            key = self._key(key_node)
             if isinstance(key, (dict, list)):
                 key = str(key)
             child = (*path, key)
@@ -128,6 +165,9 @@ def load_yaml(text: str, file: str) -> YamlDocument:
         return YamlDocument(data, builder.source, builder.diagnostics)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if mark is not None and exc.context_mark is not None and mark.index >= len(text.rstrip()):
+            # "found <stream end>": point at what was left open, not past the last line
+            mark = exc.context_mark
         span = Span(file, mark.line + 1, mark.column + 1, mark.line + 1, mark.column + 2) if mark else None
         problem = exc.problem or exc.context or "invalid YAML"
         context = f" ({exc.context})" if exc.context and exc.problem else ""

@@ -52,7 +52,8 @@ def _plan_node(ctx: CompileContext, node: Node) -> dict[str, Any]:
                 f"node '{node.name}' batches up to {size} items but {_model_edge(node)} of "
                 f"'{node.params.get('path')}' has a fixed batch dimension of {limit}",
                 _span(ctx, node, "max_batch_size"), node=node,
-                hint=f"set batching.max_batch_size to at most {limit}, or export the model with a dynamic batch dimension",
+                hint=f"set batching.max_batch_size to at most {limit}, "
+                     "or export the model with a dynamic batch dimension",
             )
     else:
         size = pipeline_max if limit is None else min(pipeline_max, limit)

@@ -67,6 +67,7 @@ def run(ctx: CompileContext) -> bool:
             node.input_spans[port] = [s for p, s in resolved if p is not None]
             if len(node.inputs[port]) < len(refs):
                 node.meta.setdefault("unresolved", set()).add(port)
+                node.meta["failed"] = True  # not typed: its inputs are incomplete
             if not node.inputs[port]:
                 del node.inputs[port], node.input_spans[port]
     for name, out in spec.outputs.items():

@@ -5,7 +5,13 @@
   then schema defaults are filled in;
 * path params resolved against the spec file, kept inside the repository ->
   ``E-PATH``; a missing file -> ``E-MODEL-FILE`` (for models) or ``E-PARAM``;
-* input ports the op does not have, and required ports left unfed -> ``E-PORT``.
+* input ports the op does not have, and required ports left unfed -> ``E-PORT``
+  (a required port is not reported unfed when a misnamed port was probably meant
+  for it: the misnamed port's error already lists the op's inputs);
+* a device the op cannot run on, given the target -> ``E-DEVICE`` (checked here,
+  before type inference, so a GPU-only model is not opened on a CPU machine).
+
+A node with any of these problems is marked ``meta["failed"]`` and not typed.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import os
 
 from dagserve.compiler.context import CompileContext
 from dagserve.compiler.ir import Node, NodeKind
+from dagserve.compiler.passes import placement
 from dagserve.diagnostics import did_you_mean
 from dagserve.ops._params import with_defaults
 from dagserve.ops.base import OpDef
@@ -55,27 +62,37 @@ def _resolve_files(ctx: CompileContext, node: Node, op: OpDef) -> None:
     node.meta["files"] = files
 
 
-def _check_ports(ctx: CompileContext, node: Node, op: OpDef) -> None:
-    if op.dynamic_ports:
-        return
+def _check_ports(ctx: CompileContext, node: Node, op: OpDef) -> bool:
+    """Report misnamed, misused and unfed input ports; True when all are right."""
+    if op.dynamic_ports and not op.inputs:  # a model: its ports come from the file
+        return True
     known = {p.name for p in op.inputs}
+    listing = ", ".join(p.name + (" (optional)" if p.optional else "") for p in op.inputs) or "none"
+    misnamed, misused = [], []
     for port in list(node.inputs):
         definition = op.input_port(port)
         span = ctx.spec.source.key(("nodes", node.name, "inputs", port))
         if definition is None:
             ctx.report("E-PORT", f"op {op.name} has no input '{port}'{did_you_mean(port, known)}",
-                       span, node=node, hint=f"inputs of {op.name}: {', '.join(sorted(known)) or 'none'}")
+                       span, node=node, hint=f"inputs of {op.name}: {listing}")
             del node.inputs[port], node.input_spans[port]
+            misnamed.append(port)
         elif port in node.variadic and not definition.variadic:
             ctx.report("E-PORT", f"input '{port}' of op {op.name} takes one reference, not a list",
-                       span, node=node)
+                       span, node=node, hint=f"write '{port}: NODE.PORT'; only ports such as tensor.concat's "
+                       "'x' take a list")
             del node.inputs[port], node.input_spans[port]
+            misused.append(port)
     unresolved = node.meta.get("unresolved", set())
-    for definition in op.inputs:
-        if not definition.optional and definition.name not in node.inputs and definition.name not in unresolved:
-            ctx.report("E-PORT", f"node '{node.name}' leaves required input '{definition.name}' of "
-                       f"op {op.name} unfed", node.span, node=node,
-                       hint=f"add '{definition.name}: NODE.PORT' under the node's 'inputs:'")
+    unfed = [d.name for d in op.inputs
+             if not d.optional and d.name not in node.inputs and d.name not in unresolved and d.name not in misused]
+    if misnamed:  # the misnamed ports' errors already list the op's inputs
+        unfed = unfed[len(misnamed):]
+    for name in unfed:
+        ctx.report("E-PORT", f"node '{node.name}' leaves required input '{name}' of "
+                   f"op {op.name} unfed", node.span, node=node,
+                   hint=f"add '{name}: NODE.PORT' under the node's 'inputs:'")
+    return not (misnamed or misused or unfed)
 
 
 def run(ctx: CompileContext) -> bool:
@@ -92,9 +109,9 @@ def run(ctx: CompileContext) -> bool:
         params_ok = _check_params(ctx, node, op)
         if params_ok:
             _resolve_files(ctx, node, op)
-        _check_ports(ctx, node, op)
-        if not params_ok or len(node.meta.get("files", {})) < sum(
-            1 for p in op.path_params if node.params.get(p) is not None
-        ):
+        ports_ok = _check_ports(ctx, node, op)
+        device_ok = placement.check_device(ctx, node, op)
+        files_ok = len(node.meta.get("files", {})) >= sum(1 for p in op.path_params if node.params.get(p) is not None)
+        if not (params_ok and ports_ok and device_ok and files_ok):
             node.meta["failed"] = True
     return True

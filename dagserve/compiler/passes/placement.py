@@ -3,7 +3,8 @@
 Bytes tensors live on the host wherever they are made, and a port declared
 ``host`` (a GPU decoder's encoded input) reads the host: neither gets a copy.
 ``device: auto`` follows the target (``gpu`` when the op has a GPU kernel, else
-``cpu``); an explicit device the op or target cannot honour is ``E-DEVICE``.
+``cpu``); an explicit device the op or target cannot honour is ``E-DEVICE``
+(:func:`check_device`, which the ops pass runs before type inference).
 Pipeline inputs arrive on and outputs leave from the host. Wherever a producer
 and a consumer sit on different devices, one ``copy`` node per (producer port,
 destination device) is inserted, so the Plan lists every copy it makes.
@@ -13,35 +14,49 @@ from __future__ import annotations
 
 from dagserve.compiler.context import CompileContext
 from dagserve.compiler.ir import Node, NodeKind, PortRef
+from dagserve.ops.base import OpDef
 from dagserve.types import CPU, Device, parse_device
 
-__all__ = ["run"]
+__all__ = ["check_device", "run"]
 
 
-def _place(ctx: CompileContext, node: Node) -> Device:
-    op = ctx.registry.get(node.op or "")
-    devices = op.devices if op else frozenset({"cpu"})
-    target = ctx.options.target
-    span = ctx.spec.source.value(("nodes", node.name, "device")) or node.span
+def check_device(ctx: CompileContext, node: Node, op: OpDef) -> bool:
+    """Report ``E-DEVICE`` when ``node`` cannot be placed on the target; True when it can.
+
+    Called by the ops pass, before type inference, so that a node that cannot run
+    here (a TensorRT engine on a CPU target) is not opened at all.
+    """
+    devices, target = op.devices, ctx.options.target
+    key = ("nodes", node.name, "device")
+    span = ctx.spec.source.values.get(key) or node.span
     if node.device_request == "auto":
-        if target == "gpu" and "gpu" in devices:
-            return Device("gpu", 0)
-        if "cpu" in devices:
-            return CPU
+        if "cpu" in devices or (target == "gpu" and "gpu" in devices):
+            return True
         ctx.report("E-DEVICE", f"node '{node.name}' (op {node.op}) runs only on {', '.join(sorted(devices))} "
                    f"but the target is {target}", span, node=node,
                    hint="compile with --target gpu, or use an op that runs on the CPU")
-        return CPU
+        return False
     device = parse_device(node.device_request)
     if device.kind not in devices:
         ctx.report("E-DEVICE", f"node '{node.name}' asks for device '{node.device_request}' but op "
                    f"{node.op} runs only on {', '.join(sorted(devices))}", span, node=node,
                    hint="use 'device: auto' or a device the op supports")
-    elif device.is_gpu and target == "cpu":
+        return False
+    if device.is_gpu and target == "cpu":
         ctx.report("E-DEVICE", f"node '{node.name}' asks for device '{node.device_request}' but the "
                    "target is cpu", span, node=node,
                    hint="use 'device: auto' so the spec also runs without a GPU, or compile with --target gpu")
-    return device
+        return False
+    return True
+
+
+def _place(ctx: CompileContext, node: Node) -> Device:
+    """The device of a node :func:`check_device` accepted."""
+    op = ctx.registry.get(node.op or "")
+    devices = op.devices if op else frozenset({"cpu"})
+    if node.device_request == "auto":
+        return Device("gpu", 0) if ctx.options.target == "gpu" and "gpu" in devices else CPU
+    return parse_device(node.device_request)
 
 
 def _reads_host(ctx: CompileContext, node: Node, port: str) -> bool:
@@ -62,8 +77,8 @@ def _insert_copies(ctx: CompileContext) -> bool:
     copies: dict[tuple[PortRef, Device], str] = {}
     modified = False
     for node in list(graph.topological_order()):
-        if node.kind in (NodeKind.INPUT, NodeKind.COPY) or node.device is None:
-            continue
+        if node.kind in (NodeKind.INPUT, NodeKind.COPY) or node.device is None or node.meta.get("dead"):
+            continue  # a dead node does not run, so nothing is copied for it
         for port, refs in node.inputs.items():
             for i, ref in enumerate(refs):
                 producer = graph.nodes[ref.node]

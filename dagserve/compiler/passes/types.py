@@ -16,7 +16,6 @@ from dagserve.compiler.context import CompileContext
 from dagserve.compiler.ir import Node, NodeKind, PortRef
 from dagserve.diagnostics import Span, did_you_mean
 from dagserve.ops.base import InferContext, OpDef
-from dagserve.types import TensorType
 
 __all__ = ["run"]
 
@@ -80,13 +79,24 @@ def _infer(ctx: CompileContext, node: Node, op: OpDef) -> None:
         return
     for problem in infer_ctx.problems:
         span = node.span
-        if problem.port and problem.port in node.input_spans:
+        if problem.param is not None:
+            span = ctx.spec.source.values.get(("nodes", node.name, "params", problem.param)) or node.span
+        elif problem.port and problem.port in node.input_spans:
             spans = node.input_spans[problem.port]
             span = spans[min(problem.index, len(spans) - 1)] or node.span
         ctx.report(problem.code, problem.message, span, hint=problem.hint, node=node)
     node.meta.update(infer_ctx.meta)
     if infer_ctx.problems:
         node.meta["failed"] = True
+    elif not op.dynamic_ports:
+        # a rule that types nothing and says nothing would let untyped ports through silently
+        missing = [p.name for p in op.outputs if not p.optional and p.name not in outputs]
+        if missing:
+            ctx.report("E-INTERNAL", f"the type rule of op {op.name} gave no type for output(s) "
+                       f"{', '.join(missing)} of node '{node.name}' and reported no problem", node.span,
+                       node=node, hint="this is a bug in dagserve or in the plugin that defines the op; "
+                       "please report it")
+            node.meta["failed"] = True
     node.outputs = dict(outputs)
 
 
