@@ -161,6 +161,28 @@ def cmd_ops(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from dagserve.server.app import ServerConfig, serve
+
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = ServerConfig(
+        paths=args.paths,
+        host=args.host,
+        grpc_port=args.grpc_port,
+        http_port=args.http_port,
+        metrics_port=args.metrics_port,
+        target=args.target if args.target != "auto" else detect_target(),
+        max_message_bytes=int(args.max_message_mb * 1024 * 1024),
+        drain_timeout=args.drain_timeout,
+        exit_on_error=not args.no_exit_on_error,
+    )
+    return asyncio.run(serve(config, ready_file=args.ready_file))
+
+
 def _add_compile_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", choices=["auto", "cpu", "gpu"], default="auto",
                    help="where 'device: auto' nodes run (default: gpu if one is usable, else cpu)")
@@ -194,6 +216,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output file; the extension picks the format")
     _add_compile_flags(p)
     p.set_defaults(func=cmd_graph)
+
+    p = sub.add_parser("serve", help="serve pipelines over gRPC (KServe v2 / Triton), HTTP/REST and metrics")
+    p.add_argument("paths", nargs="+", metavar="REPO_OR_SPEC", help="a directory of specs, or spec files")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (0: any free port, -1: off)")
+    p.add_argument("--http-port", type=int, default=8000, help="HTTP/REST port (0: any free port, -1: off)")
+    p.add_argument("--metrics-port", type=int, default=8002, help="Prometheus port (0: any, -1: off)")
+    p.add_argument("--target", choices=["auto", "cpu", "gpu"], default="auto")
+    p.add_argument("--max-message-mb", type=float, default=64.0, help="largest request or response (MiB)")
+    p.add_argument("--drain-timeout", type=float, default=30.0,
+                   help="on SIGTERM, seconds to finish requests in flight")
+    p.add_argument("--no-exit-on-error", action="store_true",
+                   help="serve the pipelines that load even if some fail (default: exit)")
+    p.add_argument("--ready-file", help="write 'grpc=PORT http=PORT metrics=PORT' here once ready")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("ops", help="list the available ops")
     p.add_argument("--format", choices=["text", "json"], default="text")
