@@ -103,7 +103,8 @@ def to_dot(plan: Plan) -> str:
     for t in plan.inputs:
         lines.append(f"  {_dot_id('inputs.' + t.name)} [label=\"{t.name}\", shape=ellipse, fillcolor=white];")
     for node in plan.nodes:
-        colour = _COPY_COLOUR if node.kind == "copy" else _DEVICE_COLOURS["gpu" if node.device.startswith("gpu") else "cpu"]
+        device_kind = "gpu" if node.device.startswith("gpu") else "cpu"
+        colour = _COPY_COLOUR if node.kind == "copy" else _DEVICE_COLOURS[device_kind]
         label = f"{node.name}\\n{node.op} @ {node.device}"
         if node.kind == "copy":
             label = f"copy\\n{_direction(node)} → {node.device}"
@@ -130,30 +131,48 @@ def _dot_edge(plan: Plan, ref: str, consumer: str, port: str | None, b: bool) ->
     return f"  {_dot_id(producer)} -> {_dot_id(consumer)} [label=\"{label}\"];"
 
 
-def _mermaid_id(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", name)
+def _mermaid_ids(plan: Plan) -> dict[str, str]:
+    """A distinct Mermaid id per input, node and output.
+
+    Ids are the sanitised names, made unique by kind: a node named ``inputs_x``
+    and the pipeline input ``x`` would otherwise both become ``inputs_x``.
+    """
+    names = [f"inputs.{t.name}" for t in plan.inputs] + [n.name for n in plan.nodes]
+    names += [f"outputs.{t.name}" for t in plan.outputs]
+    ids: dict[str, str] = {}
+    for name in names:
+        prefix = "in_" if name.startswith("inputs.") else "out_" if name.startswith("outputs.") else "n_"
+        ident = prefix + re.sub(r"[^A-Za-z0-9_]", "_", name.partition(".")[2] if prefix != "n_" else name)
+        while ident in ids.values():
+            ident += "_"
+        ids[name] = ident
+    return ids
 
 
 def to_mermaid(plan: Plan) -> str:
     """A Mermaid flowchart (renders on GitHub), same content as :func:`to_dot`."""
     b = _batched(plan)
+    ids = _mermaid_ids(plan)
     lines = ["flowchart LR"]
     for t in plan.inputs:
-        lines.append(f"  {_mermaid_id('inputs.' + t.name)}([{t.name}])")
+        lines.append(f"  {ids['inputs.' + t.name]}([{t.name}])")
     for node in plan.nodes:
-        text = f"copy {_direction(node)} → {node.device}" if node.kind == "copy" else f"{node.name}<br/>{node.op} @ {node.device}"
-        lines.append(f'  {_mermaid_id(node.name)}["{text}"]')
+        if node.kind == "copy":
+            text = f"copy {_direction(node)} → {node.device}"
+        else:
+            text = f"{node.name}<br/>{node.op} @ {node.device}"
+        lines.append(f'  {ids[node.name]}["{text}"]')
         cls = "copy" if node.kind == "copy" else ("gpu" if node.device.startswith("gpu") else "cpu")
-        lines.append(f"  class {_mermaid_id(node.name)} {cls}")
+        lines.append(f"  class {ids[node.name]} {cls}")
     for t in plan.outputs:
-        lines.append(f"  {_mermaid_id('outputs.' + t.name)}([{t.name}])")
+        lines.append(f"  {ids['outputs.' + t.name]}([{t.name}])")
     edges = [(ref, n.name) for n in plan.nodes for refs in n.inputs.values() for ref in refs]
     edges += [(t.source or "", "outputs." + t.name) for t in plan.outputs]
     for ref, consumer in edges:
         producer = ref if ref.startswith("inputs.") else ref.partition(".")[0]
         t = _ref_type(plan, ref)
         label = (t.render(b) if t else "?").replace('"', "'")
-        lines.append(f'  {_mermaid_id(producer)} -->|"{label}"| {_mermaid_id(consumer)}')
+        lines.append(f'  {ids[producer]} -->|"{label}"| {ids[consumer]}')
     lines += [
         f"  classDef cpu fill:{_DEVICE_COLOURS['cpu']}",
         f"  classDef gpu fill:{_DEVICE_COLOURS['gpu']}",

@@ -170,8 +170,11 @@ def load_yaml(text: str, file: str) -> YamlDocument:
             mark = exc.context_mark
         span = Span(file, mark.line + 1, mark.column + 1, mark.line + 1, mark.column + 2) if mark else None
         problem = exc.problem or exc.context or "invalid YAML"
-        context = f" ({exc.context})" if exc.context and exc.problem else ""
-        diag = Diagnostic("E-YAML", f"YAML syntax error: {problem}{context}", span, file=file)
+        if exc.context and exc.problem and exc.problem.startswith("but "):
+            text_ = f"{exc.context}, {problem}"  # "expected a single document ..., but found another"
+        else:
+            text_ = problem + (f" ({exc.context})" if exc.context and exc.problem else "")
+        diag = Diagnostic("E-YAML", f"YAML syntax error: {text_}", span, file=file)
         return YamlDocument(None, SourceMap(file), [diag])
     except yaml.YAMLError as exc:
         return YamlDocument(None, SourceMap(file), [Diagnostic("E-YAML", f"YAML error: {exc}", file=file)])
