@@ -75,7 +75,7 @@ def to_bytes(item: Any) -> bytes | memoryview:
         if item.dtype == object and item.ndim == 0:
             return to_bytes(item.item())
         if item.dtype == np.uint8 and item.ndim == 1:
-            return memoryview(np.ascontiguousarray(item)).cast("B")
+            return np.ascontiguousarray(item).data.cast("B")
         if item.dtype.kind == "S" and item.ndim == 0:
             return bytes(item.item())
         raise KernelInputError(
@@ -132,6 +132,81 @@ def _failure(fmt: str, data: bytes | memoryview, exc: BaseException | None) -> K
     return KernelInputError(f"cannot decode image: corrupt {name} data{detail}")
 
 
+_JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def _jpeg_size(data: bytes | memoryview) -> tuple[int, int] | None:
+    """Width and height from the first SOF marker, walking the marker segments."""
+    pos, end = 2, len(data)
+    while pos + 4 <= end:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # standalone markers
+            pos += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            return None
+        length = (data[pos + 2] << 8) | data[pos + 3]
+        if marker in _JPEG_SOF:
+            if pos + 9 > end:
+                return None
+            height = (data[pos + 5] << 8) | data[pos + 6]
+            width = (data[pos + 7] << 8) | data[pos + 8]
+            return width, height
+        pos += 2 + length
+    return None
+
+
+def declared_size(fmt: str, data: bytes | memoryview) -> tuple[int, int] | None:
+    """``(width, height)`` as the header declares it, parsed without any decoder.
+
+    This is what the ``max_pixels`` guard checks first: it costs microseconds and does
+    not depend on Pillow's own (global, process-wide) decompression-bomb limit.
+    ``None`` when the header is too short or unusual; Pillow then reads it.
+    """
+    try:
+        if fmt == "PNG" and len(data) >= 24 and bytes(data[12:16]) == b"IHDR":
+            width, height = struct.unpack(">II", bytes(data[16:24]))
+            return width, height
+        if fmt == "BMP" and len(data) >= 26:
+            (dib,) = struct.unpack("<I", bytes(data[14:18]))
+            if dib == 12:
+                width, height = struct.unpack("<hh", bytes(data[18:22]))
+            else:
+                width, height = struct.unpack("<ii", bytes(data[18:26]))
+            return abs(width), abs(height)
+        if fmt == "WEBP" and len(data) >= 30:
+            kind = bytes(data[12:16])
+            if kind == b"VP8X":
+                width = 1 + int.from_bytes(bytes(data[24:27]), "little")
+                height = 1 + int.from_bytes(bytes(data[27:30]), "little")
+                return width, height
+            if kind == b"VP8L" and data[20] == 0x2F:
+                bits = int.from_bytes(bytes(data[21:25]), "little")
+                return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+            if kind == b"VP8 " and bytes(data[23:26]) == b"\x9d\x01\x2a":
+                width, height = struct.unpack("<HH", bytes(data[26:30]))
+                return width & 0x3FFF, height & 0x3FFF
+            return None
+        if fmt == "JPEG":
+            return _jpeg_size(data)
+    except (struct.error, IndexError):
+        return None
+    return None
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise KernelInputError(
+            f"cannot decode image: {width}x{height} = {width * height:,} pixels exceeds max_pixels "
+            f"{max_pixels:,} (decompression-bomb guard; raise the node's max_pixels to accept it)"
+        )
+
+
 @dataclass
 class Header:
     """What the header says, read before any pixel is decoded."""
@@ -152,22 +227,21 @@ def read_header(data: bytes | memoryview, max_pixels: int) -> Header:
             more than ``max_pixels`` pixels.
     """
     fmt = sniff(data)
+    declared = declared_size(fmt, data)
+    if declared is not None:
+        _check_pixels(*declared, max_pixels)
     try:
         image = Image.open(io.BytesIO(data), formats=[fmt])
         width, height = image.size
-    except Image.DecompressionBombError as exc:  # Pillow's own guard (above ~179 Mpx)
-        raise KernelInputError(f"cannot decode image: {exc}") from None
+    except Image.DecompressionBombError as exc:  # Pillow's own, process-wide guard
+        raise KernelInputError(f"cannot decode image: {exc} (Pillow's limit, Image.MAX_IMAGE_PIXELS)") from None
     except MemoryError:
         raise
     except Exception as exc:
         raise _failure(fmt, data, exc) from None
     if width <= 0 or height <= 0:
         raise KernelInputError(f"cannot decode image: {_NAMES[fmt]} header declares an empty {width}x{height} image")
-    if width * height > max_pixels:
-        raise KernelInputError(
-            f"cannot decode image: {width}x{height} = {width * height:,} pixels exceeds max_pixels "
-            f"{max_pixels:,} (decompression-bomb guard; raise the node's max_pixels to accept it)"
-        )
+    _check_pixels(width, height, max_pixels)
     return Header(fmt, width, height, image.mode, image)
 
 
@@ -237,8 +311,12 @@ def _pil_pixels(header: Header, color: str, data: bytes | memoryview) -> np.ndar
     return pixels
 
 
-def _cv2_jpeg(data: bytes | memoryview, color: str) -> np.ndarray | None:
+def _cv2_jpeg(data: bytes | memoryview, color: str, source_mode: str) -> np.ndarray | None:
     """Decode a complete baseline/progressive YCbCr or gray JPEG with OpenCV.
+
+    Gray output of a colour JPEG is computed from the RGB decode with the ITU-R 601
+    weights (``cv2.cvtColor``), as Pillow's ``convert("L")`` does, rather than taken
+    from the JPEG's Y channel: Y differs from it by up to ~20 levels where RGB clips.
 
     Returns ``None`` when OpenCV cannot decode it (the caller falls back to Pillow,
     which produces the precise error message). EXIF orientation is *not* applied
@@ -247,9 +325,14 @@ def _cv2_jpeg(data: bytes | memoryview, color: str) -> np.ndarray | None:
     """
     import cv2
 
+    to_gray = color == "gray" and source_mode != "L"
     flags = {"rgb": cv2.IMREAD_COLOR_RGB, "bgr": cv2.IMREAD_COLOR, "gray": cv2.IMREAD_GRAYSCALE}[color]
+    if to_gray:
+        flags = cv2.IMREAD_COLOR_RGB
     try:
         pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flags | cv2.IMREAD_IGNORE_ORIENTATION)
+        if pixels is not None and to_gray:
+            pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
     except cv2.error:
         return None
     if pixels is None:
@@ -272,7 +355,7 @@ def decode_cpu(data: bytes | memoryview, color: str, max_pixels: int, exif_trans
     header = header or read_header(data, max_pixels)
     pixels: np.ndarray | None = None
     if header.format == "JPEG" and header.mode in ("RGB", "L") and bytes(data[-2:]) == b"\xff\xd9":
-        pixels = _cv2_jpeg(data, color)
+        pixels = _cv2_jpeg(data, color, header.mode)
         if pixels is not None and pixels.shape[:2] != (header.height, header.width):
             pixels = None  # disagreement with the header: let Pillow decide
     loaded = pixels is None

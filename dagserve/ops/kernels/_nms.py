@@ -71,6 +71,9 @@ def nms_greedy(xp: ModuleType, boxes: Any, scores: Any, labels: Any, iou_thresho
                max_detections: int, class_aware: bool) -> np.ndarray:
     """Indices (into the inputs) of the kept boxes, by descending score.
 
+    Candidates are sorted once; each kept box is compared with the *contiguous tail*
+    of the sorted candidates after it (views, no gathers), marking what it suppresses.
+
     Args:
         boxes: ``float64[N, 4]`` xyxy.
         scores: ``float32[N]`` (already above the score threshold).
@@ -81,21 +84,34 @@ def nms_greedy(xp: ModuleType, boxes: Any, scores: Any, labels: Any, iou_thresho
         return np.zeros(0, np.int64)
     order = stable_order(xp, scores)
     b = boxes[order]
-    area = areas(xp, b)
+    x0, y0, x1, y1 = (xp.ascontiguousarray(b[:, k]) for k in range(4))
+    area = xp.maximum(x1 - x0, 0.0) * xp.maximum(y1 - y0, 0.0)
     lab = labels[order]
     threshold = np.float32(iou_threshold)
-    alive = xp.arange(n)
+    one = np.float32(1.0)
+    suppressed = xp.zeros(n, dtype=bool)
     keep: list[int] = []
-    while alive.shape[0] and len(keep) < max_detections:
-        i = int(alive[0])
-        keep.append(i)
-        rest = alive[1:]
-        if rest.shape[0] == 0:
-            break
-        suppress = overlap(xp, b[i], area[i], b[rest], area[rest]) > threshold
-        if class_aware:
-            suppress &= lab[rest] == lab[i]
-        alive = rest[~suppress]
+    i = 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        while True:
+            keep.append(i)
+            j = i + 1
+            if len(keep) >= max_detections or j >= n:
+                break
+            iw = xp.minimum(x1[i], x1[j:]) - xp.maximum(x0[i], x0[j:])
+            ih = xp.minimum(y1[i], y1[j:]) - xp.maximum(y0[i], y0[j:])
+            inter = xp.maximum(iw, 0.0) * xp.maximum(ih, 0.0)
+            total = area[i] + area[j:]
+            distance = xp.where(total <= _DBL_EPSILON, 0.0, 1.0 - inter / (total - inter))
+            sup = (one - distance.astype(np.float32)) > threshold
+            if class_aware:
+                sup &= lab[j:] == lab[i]
+            tail = suppressed[j:]
+            tail |= sup
+            nxt = int(xp.argmin(tail))  # first candidate not suppressed yet
+            if bool(tail[nxt]):
+                break
+            i = j + nxt
     kept = order[xp.asarray(np.asarray(keep, np.int64))]
     return np.asarray(kept if xp is np else kept.get(), dtype=np.int64)
 

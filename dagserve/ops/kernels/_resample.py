@@ -81,9 +81,9 @@ def _linear(n_in: int, n_out: int) -> list[list[tuple[int, float]]]:
     s = _cv_scale(n_in, n_out)
     rows = []
     for d in range(n_out):
-        x = (d + 0.5) * s - 0.5
+        x = float(np.float32((d + 0.5) * s - 0.5))  # OpenCV rounds the coordinate to float first
         x0 = math.floor(x)
-        f = x - x0
+        f = float(np.float32(x - x0))
         if x0 < 0:
             x0, f = 0, 0.0
         if x0 >= n_in - 1:
@@ -120,8 +120,8 @@ def _area_linear(n_in: int, n_out: int) -> list[list[tuple[int, float]]]:
     rows = []
     for d in range(n_out):
         sx = math.floor(d * s)
-        f = (d + 1) - (sx + 1) * inv
-        f = 0.0 if f <= 0 else f - math.floor(f)
+        f = float(np.float32((d + 1) - (sx + 1) * inv))  # as OpenCV: rounded to float, then wrapped
+        f = 0.0 if f <= 0 else float(np.float32(f - math.floor(f)))
         if sx >= n_in - 1:
             sx, f = n_in - 1, 0.0
         rows.append([(sx, 1.0 - f), (min(sx + 1, n_in - 1), f)])
