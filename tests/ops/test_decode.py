@@ -53,10 +53,30 @@ def test_gray_output_matches_pillow_convert_l(all_photos: dict[str, np.ndarray],
     data = encode(all_photos["coffee"], fmt)
     gray = _decode(data, color="gray")
     assert gray.shape == (400, 600, 1)
-    # JPEG: OpenCV's RGB->gray (ITU-R 601 in fixed point) vs Pillow's: at most 1 level apart.
-    assert np.abs(gray.astype(int) - _pillow(data, "L")).max() <= (1 if fmt == "JPEG" else 0)
+    # JPEG/PNG go through OpenCV's RGB->gray (ITU-R 601 in fixed point): at most 1 level from Pillow's.
+    assert np.abs(gray.astype(int) - _pillow(data, "L")).max() <= (1 if fmt in ("JPEG", "PNG") else 0)
     gray_jpeg = encode(all_photos["camera"], "JPEG")  # a gray JPEG decodes its only channel
     assert np.array_equal(_decode(gray_jpeg, color="gray"), _pillow(gray_jpeg, "L"))
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "P-transparent", "1", "I;16"])
+def test_png_modes_decode_like_pillow(all_photos: dict[str, np.ndarray], mode: str) -> None:
+    image = Image.fromarray(all_photos["chelsea"])
+    if mode == "P-transparent":
+        image = image.convert("P")
+        image.info["transparency"] = 0
+    elif mode == "I;16":
+        image = Image.fromarray(np.asarray(image.convert("L")).astype(np.uint16) * 257)
+    else:
+        image = image.convert(mode)
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    data = buf.getvalue()
+    out = _decode(data)
+    if mode == "I;16":  # 16-bit gray: v * 257 scaled back to 8 bits is v again
+        assert np.array_equal(out[:, :, 0], np.asarray(Image.fromarray(all_photos["chelsea"]).convert("L")))
+    else:
+        assert np.array_equal(out, _pillow(data))
 
 
 def test_gray_source_decoded_as_rgb_repeats_the_channel(all_photos: dict[str, np.ndarray]) -> None:
@@ -67,11 +87,11 @@ def test_gray_source_decoded_as_rgb_repeats_the_channel(all_photos: dict[str, np
 
 
 def test_sixteen_bit_png_is_scaled_to_eight_bits_with_rounding() -> None:
-    values = np.array([[0, 0x1234, 0x12FF, 0xFFFF]], dtype=np.uint16)
+    values = np.array([[0, 128, 129, 0x1234, 200 * 257, 0xFFFF]], dtype=np.uint16)
     buf = io.BytesIO()
     Image.fromarray(values).save(buf, "PNG")
     out = _decode(buf.getvalue(), color="gray")
-    assert out[0, :, 0].tolist() == [0, 0x12, 0x13, 0xFF]
+    assert out[0, :, 0].tolist() == [0, 0, 1, 18, 200, 255]  # round(v / 257)
 
 
 def _with_orientation(image: np.ndarray, value: int, fmt: str) -> bytes:

@@ -59,7 +59,8 @@ def overlap(xp: ModuleType, a: Any, area_a: Any, b: Any, area_b: Any) -> Any:
     total = area_a + area_b
     with np.errstate(divide="ignore", invalid="ignore"):
         distance = xp.where(total <= _DBL_EPSILON, 0.0, 1.0 - inter / (total - inter))
-    return np.float32(1.0) - distance.astype(np.float32)
+    # xp.subtract, not `scalar - array`: a NumPy scalar on the left must not meet a CuPy array.
+    return xp.subtract(np.float32(1.0), distance.astype(np.float32))
 
 
 def areas(xp: ModuleType, boxes: Any) -> Any:
@@ -103,7 +104,7 @@ def nms_greedy(xp: ModuleType, boxes: Any, scores: Any, labels: Any, iou_thresho
             inter = xp.maximum(iw, 0.0) * xp.maximum(ih, 0.0)
             total = area[i] + area[j:]
             distance = xp.where(total <= _DBL_EPSILON, 0.0, 1.0 - inter / (total - inter))
-            sup = (one - distance.astype(np.float32)) > threshold
+            sup = xp.subtract(one, distance.astype(np.float32)) > threshold
             if class_aware:
                 sup &= lab[j:] == lab[i]
             tail = suppressed[j:]

@@ -242,7 +242,11 @@ def _device_table(n_in: int, n_out: int, kind: str, device_id: int) -> tuple[Any
     import cupy as cp
 
     idx, w = tap_table(n_in, n_out, kind)
-    return cp.asarray(idx), cp.asarray(w)
+    pair = cp.asarray(idx), cp.asarray(w)
+    # The tables are shared by every instance (each on its own stream): make sure the
+    # upload has landed before another stream can read them.
+    cp.cuda.get_current_stream().synchronize()
+    return pair
 
 
 def _apply_cupy(cp: ModuleType, src: Any, n_out: int, kind: str, axis: int) -> Any:
