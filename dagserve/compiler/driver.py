@@ -21,7 +21,7 @@ from dagserve.compiler.passes import PASSES
 from dagserve.compiler.plan import Plan, PlanNode, PlanTensor
 from dagserve.diagnostics import Diagnostic, DiagnosticBag
 from dagserve.ops.registry import OpRegistry, default_registry
-from dagserve.spec.document import PipelineSpec, parse_spec
+from dagserve.spec.document import PipelineSpec, gc_paused, parse_spec
 
 __all__ = ["CompileResult", "compile_file", "compile_spec"]
 
@@ -70,7 +70,12 @@ def build_plan(spec: PipelineSpec, graph: Graph, target: str) -> Plan:
     live = [n for n in graph.topological_order()
             if n.kind in (NodeKind.OP, NodeKind.MODEL, NodeKind.COPY) and not n.meta.get("dead")]
     stages = _stages(graph, live)
-    files = {_rel(spec.file, spec.root): _sha256(spec.file)}
+    spec_rel = _rel(spec.file, spec.root)
+    files = {spec_rel: _sha256(spec.file)}
+    first_reader: dict[str, Node] = {}  # copy node -> the node it was made for (Graph.consumers is O(N))
+    for node in graph.nodes.values():
+        for ref in node.producers():
+            first_reader.setdefault(ref.node, node)
     nodes = []
     for node in live:
         node_files = {p: _rel(f, spec.root) for p, f in sorted(node.meta.get("files", {}).items())}
@@ -78,7 +83,7 @@ def build_plan(spec: PipelineSpec, graph: Graph, target: str) -> Plan:
             files[_rel(path, spec.root)] = _sha256(path)
         source = node.span
         if node.kind is NodeKind.COPY:
-            consumer = next((c for c, _, _ in graph.consumers(node.name)), None)
+            consumer = first_reader.get(node.name)
             source = consumer.span if consumer else None
         nodes.append(PlanNode(
             name=node.name,
@@ -92,7 +97,8 @@ def build_plan(spec: PipelineSpec, graph: Graph, target: str) -> Plan:
             batching=node.meta["batching"],
             stage=stages[node.name],
             files=node_files,
-            source=f"{_rel(source.file, spec.root)}:{source.line}:{source.col}" if source else None,
+            source=f"{spec_rel if source.file == spec.file else _rel(source.file, spec.root)}:"
+                   f"{source.line}:{source.col}" if source else None,
         ))
     inputs = tuple(
         PlanTensor(n.name.removeprefix("inputs."), n.outputs["value"], None, spec.inputs[n.name[7:]].description)
@@ -171,6 +177,16 @@ def compile_file(
     registry: OpRegistry | None = None,
 ) -> CompileResult:
     """Read and compile the spec at ``path`` (``root``: the pipeline repository)."""
+    with gc_paused():
+        return _compile_file(path, options, root, registry)
+
+
+def _compile_file(
+    path: str | os.PathLike[str],
+    options: CompileOptions | None,
+    root: str | None,
+    registry: OpRegistry | None,
+) -> CompileResult:
     spec, diagnostics = parse_spec(path, root)
     if spec is None:
         return CompileResult(sorted(diagnostics, key=Diagnostic.sort_key))

@@ -8,8 +8,11 @@ builds its IR from a ``PipelineSpec``; nothing after this module sees YAML.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ __all__ = [
     "PipelineSpec",
     "Ref",
     "TensorSpec",
+    "gc_paused",
     "parse_ref",
     "parse_spec",
     "resolve_path",
@@ -251,6 +255,25 @@ class _Reader:
         return out
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while reading or compiling a spec.
+
+    Reading and compiling allocate hundreds of thousands of long-lived objects (the
+    data, its source map, the IR) and almost no cyclic garbage; the collector's
+    repeated scans of that growing heap were half the time of a 10,000-node compile.
+    Reference counting still frees everything acyclic, and the collector resumes
+    (if it was on) when the block ends.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def parse_spec(path: str | os.PathLike[str], root: str | None = None) -> tuple[PipelineSpec | None, list[Diagnostic]]:
     """Read, schema-check and type a spec file.
 
@@ -264,7 +287,11 @@ def parse_spec(path: str | os.PathLike[str], root: str | None = None) -> tuple[P
         ``(spec, diagnostics)``; ``spec`` is ``None`` when the file is not a
         well-formed spec (then ``diagnostics`` says why).
     """
-    file = os.fspath(path)
+    with gc_paused():
+        return _parse_spec(os.fspath(path), root)
+
+
+def _parse_spec(file: str, root: str | None) -> tuple[PipelineSpec | None, list[Diagnostic]]:
     try:
         text = Path(file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -162,6 +162,37 @@ def _one_diagnostic(
     return Diagnostic(code, f"{where}: {error.message}", source.value(full))
 
 
+_VALIDATORS: dict[int, tuple[dict[str, Any], jsonschema.Draft202012Validator]] = {}
+
+
+def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
+    """The schema with local ``$ref: '#/$defs/x'`` replaced by their targets.
+
+    jsonschema resolves a ``$ref`` through ``referencing`` every time it meets one,
+    which is most of the cost of checking a pipeline of thousands of nodes. Our
+    schemas have no recursive refs, so inlining them once is exact.
+    """
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/") and ref[8:] in defs:
+            rest = {k: v for k, v in node.items() if k != "$ref"}
+            return {**_inline_refs(defs[ref[8:]], defs), **_inline_refs(rest, defs)}
+        return {k: _inline_refs(v, defs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline_refs(v, defs) for v in node]
+    return node
+
+
+def _validator(schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
+    """One validator per schema object (op params schemas are checked once per node)."""
+    cached = _VALIDATORS.get(id(schema))
+    if cached is not None and cached[0] is schema:
+        return cached[1]
+    validator = jsonschema.Draft202012Validator(_inline_refs(schema, schema.get("$defs", {})))
+    _VALIDATORS[id(schema)] = (schema, validator)  # keeps the schema alive, so its id stays unique
+    return validator
+
+
 def validate_against(
     schema: dict[str, Any],
     instance: Any,
@@ -175,7 +206,7 @@ def validate_against(
         kind: ``"spec"`` for the pipeline format, ``"param"`` for an op's params
             (every failure is then ``E-PARAM``).
     """
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = _validator(schema)
     diagnostics = []
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
     for error in errors:

@@ -164,3 +164,11 @@ def test_plan_nodes_are_in_topological_order() -> None:
                 for ref in refs:
                     assert ref.startswith("inputs.") or ref.split(".")[0] in seen, (stem, node.name, ref)
             seen.add(node.name)
+
+
+def test_plan_node_json_carries_every_field() -> None:
+    from dagserve.compiler.plan import PlanNode
+
+    for node in compiled("detect", "gpu").nodes:
+        assert set(node.to_json()) == {f.name for f in dataclasses.fields(PlanNode)}
+        assert PlanNode.from_json(node.to_json()) == node

@@ -135,3 +135,27 @@ def test_a_second_document_is_refused_with_a_readable_message() -> None:
 def test_merge_of_a_scalar_is_a_syntax_error() -> None:
     (d,) = load_yaml("<<: 3\n", "s.yaml").diagnostics
     assert d.code == "E-YAML"
+
+
+def test_libyaml_and_pure_python_parsers_give_the_same_data_and_positions(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathlib import Path
+
+    import dagserve.spec.source as source
+
+    specs = Path(__file__).resolve().parents[1] / "specs"
+    texts = [SPEC] + [p.read_text() for p in sorted((specs / "good").glob("*.yaml"))]
+    fast = [load_yaml(t, "s.yaml") for t in texts]
+    monkeypatch.setattr(source, "_FAST_LOADER", None)
+    slow = [load_yaml(t, "s.yaml") for t in texts]
+    for a, b in zip(fast, slow):
+        assert a.data == b.data
+        assert a.source.values == b.source.values and a.source.keys == b.source.keys
+
+
+def test_syntax_errors_read_the_same_with_or_without_libyaml(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dagserve.spec.source as source
+
+    bad = "a: 1\nb: {c: 1\n"
+    with_fast = load_yaml(bad, "s.yaml").diagnostics
+    monkeypatch.setattr(source, "_FAST_LOADER", None)
+    assert load_yaml(bad, "s.yaml").diagnostics == with_fast

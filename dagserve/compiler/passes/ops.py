@@ -16,6 +16,7 @@ A node with any of these problems is marked ``meta["failed"]`` and not typed.
 
 from __future__ import annotations
 
+import json
 import os
 
 from dagserve.compiler.context import CompileContext
@@ -30,14 +31,23 @@ from dagserve.spec.schema import validate_against
 __all__ = ["run"]
 
 
-def _check_params(ctx: CompileContext, node: Node, op: OpDef) -> bool:
+def _check_params(ctx: CompileContext, node: Node, op: OpDef, valid: set[tuple[str, str]]) -> bool:
     prefix = ("nodes", node.name, "params")
-    problems = validate_against(dict(op.params_schema), node.params, ctx.spec.source, prefix, kind="param")
+    try:  # nodes often share params ({value: 2}, {perm: [1, 0]}): check each distinct set once
+        key: tuple[str, str] | None = (op.name, json.dumps(node.params, sort_keys=True))
+    except (TypeError, ValueError):
+        key = None
+    if key is not None and key in valid:
+        node.params = with_defaults(op.params_schema, node.params)  # type: ignore[arg-type]
+        return True
+    problems = validate_against(op.params_schema, node.params, ctx.spec.source, prefix, kind="param")  # type: ignore[arg-type]
     for d in problems:
         ctx.report(d.code, f"{d.message} (op {op.name})", d.span, hint=d.hint, node=node)
     if problems:
         return False
-    node.params = with_defaults(dict(op.params_schema), node.params)
+    if key is not None:
+        valid.add(key)
+    node.params = with_defaults(op.params_schema, node.params)  # type: ignore[arg-type]
     return True
 
 
@@ -96,6 +106,7 @@ def _check_ports(ctx: CompileContext, node: Node, op: OpDef) -> bool:
 
 
 def run(ctx: CompileContext) -> bool:
+    valid_params: set[tuple[str, str]] = set()
     for node in ctx.graph.of_kind(NodeKind.OP, NodeKind.MODEL):
         assert node.op is not None
         op = ctx.registry.get(node.op)
@@ -106,7 +117,7 @@ def run(ctx: CompileContext) -> bool:
             node.meta["failed"] = True
             continue
         node.kind = NodeKind.MODEL if op.kind == "model" else NodeKind.OP
-        params_ok = _check_params(ctx, node, op)
+        params_ok = _check_params(ctx, node, op, valid_params)
         if params_ok:
             _resolve_files(ctx, node, op)
         ports_ok = _check_ports(ctx, node, op)

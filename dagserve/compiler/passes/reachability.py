@@ -2,28 +2,39 @@
 
 Dead nodes stay in the IR (so they are still type-checked) but are marked
 ``meta["dead"]`` and left out of the Plan.
+
+The search walks the IR's edges backwards from all outputs at once, in time
+linear in the graph (one ``nx.ancestors`` per output would be O(outputs x nodes):
+minutes for a pipeline of 10,000 nodes and 2,000 outputs).
 """
 
 from __future__ import annotations
 
-import networkx as nx
-
 from dagserve.compiler.context import CompileContext
-from dagserve.compiler.ir import NodeKind
+from dagserve.compiler.ir import Graph, NodeKind
 
-__all__ = ["run"]
+__all__ = ["needed_by_outputs", "run"]
+
+
+def needed_by_outputs(graph: Graph) -> set[str]:
+    """The names of the outputs and of every node they (transitively) read."""
+    needed = {node.name for node in graph.of_kind(NodeKind.OUTPUT)}
+    stack = list(needed)
+    while stack:
+        for ref in graph.nodes[stack.pop()].producers():
+            if ref.node not in needed and ref.node in graph.nodes:
+                needed.add(ref.node)
+                stack.append(ref.node)
+    return needed
 
 
 def run(ctx: CompileContext) -> bool:
     graph = ctx.graph
-    g = graph.to_networkx()
-    needed: set[str] = set()
-    for out in graph.of_kind(NodeKind.OUTPUT):
-        needed.add(out.name)
-        needed |= nx.ancestors(g, out.name)
+    needed = needed_by_outputs(graph)
+    read = {ref.node for node in graph.nodes.values() for ref in node.producers()}
     modified = False
     for node in graph.nodes.values():
-        if node.kind is NodeKind.INPUT and g.out_degree(node.name) == 0:
+        if node.kind is NodeKind.INPUT and node.name not in read:
             name = node.name.removeprefix("inputs.")
             ctx.report("W-UNUSED-INPUT", f"pipeline input '{name}' is not read by any node", node.span,
                        hint="remove it, or feed it to the node that needs it")
