@@ -69,6 +69,25 @@ def parse_priority_timeout(parameters: dict[str, Any]) -> tuple[int | None, floa
     return p, t
 
 
+def _scalar_items(pipeline: Pipeline, inputs: dict[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
+    """Accept ``[N, 1]`` for an input that is one scalar per batch item (``shape: []``).
+
+    That is the shape the model metadata advertises (Triton's ``dims: [1]`` +
+    ``reshape: {shape: []}`` convention, see :func:`dagserve.server.triton.wire_shape`);
+    ``[N]`` keeps working.
+    """
+    if pipeline.plan.max_batch_size <= 0:
+        return inputs
+    out = inputs
+    for t in pipeline.plan.inputs:
+        value = inputs.get(t.name)
+        if value is not None and not t.type.shape and value.ndim == 2 and value.shape[1] == 1:
+            if out is inputs:
+                out = dict(inputs)
+            out[t.name] = value.reshape(value.shape[0])
+    return out
+
+
 async def run_call(repository: Repository, call: InferCall) -> InferReply:
     """Validate the call against the pipeline, run it, and select the outputs asked for."""
     pipeline = resolve(repository, call.model, call.version)
@@ -77,7 +96,8 @@ async def run_call(repository: Repository, call: InferCall) -> InferReply:
         if name not in names:
             raise InvalidInputError(
                 f"unexpected inference output '{name}' for model '{call.model}'; its outputs are: {', '.join(names)}")
-    result = await pipeline.infer_async(call.inputs, priority=call.priority, timeout=call.timeout,
+    inputs = _scalar_items(pipeline, call.inputs)
+    result = await pipeline.infer_async(inputs, priority=call.priority, timeout=call.timeout,
                                         request_id=call.request_id or None)
     wanted = call.outputs or names
     outputs: dict[str, np.ndarray[Any, Any]] = {}

@@ -31,23 +31,32 @@ EXTENSIONS = [
 """Protocol extensions this server really implements (reported by ServerMetadata)."""
 
 
-def wire_shape(plan: Plan, tensor: PlanTensor) -> list[int]:
-    """The shape clients see: -1 for the batch and for every non-fixed dimension."""
+def wire_shape(plan: Plan, tensor: PlanTensor, is_input: bool = False) -> list[int]:
+    """The shape clients see: -1 for the batch and for every non-fixed dimension.
+
+    An input that is one scalar per batch item (e.g. ``image: {dtype: bytes, shape: []}``)
+    is ``[-1, 1]`` on the wire, as in Triton, whose configs cannot declare empty dims
+    for a batched model (they use ``dims: [1]`` with ``reshape: {shape: []}``);
+    perf_analyzer refuses an input whose per-item shape is empty. Requests may send
+    either ``[N]`` or ``[N, 1]`` (see :func:`dagserve.server.inference.run_call`).
+    """
     dims = [d if isinstance(d, int) else -1 for d in tensor.type.shape]
+    if is_input and not dims and plan.max_batch_size > 0:
+        dims = [1]
     return ([-1] if plan.max_batch_size > 0 else []) + dims
 
 
 def model_metadata(plan: Plan) -> pb.ModelMetadataResponse:
-    def meta(t: PlanTensor) -> pb.ModelMetadataResponse.TensorMetadata:
+    def meta(t: PlanTensor, is_input: bool) -> pb.ModelMetadataResponse.TensorMetadata:
         return pb.ModelMetadataResponse.TensorMetadata(
-            name=t.name, datatype=triton_dtype(t.type.dtype), shape=wire_shape(plan, t))
+            name=t.name, datatype=triton_dtype(t.type.dtype), shape=wire_shape(plan, t, is_input))
 
     return pb.ModelMetadataResponse(
         name=plan.name,
         versions=[str(plan.version)],
         platform="dagserve",
-        inputs=[meta(t) for t in plan.inputs],
-        outputs=[meta(t) for t in plan.outputs],
+        inputs=[meta(t, True) for t in plan.inputs],
+        outputs=[meta(t, False) for t in plan.outputs],
     )
 
 
@@ -61,11 +70,7 @@ def model_config(plan: Plan) -> mc.ModelConfig:
         platform="dagserve",
         backend="dagserve",
         max_batch_size=plan.max_batch_size,
-        input=[
-            mc.ModelInput(name=t.name, data_type=mc.DataType.Value(f"TYPE_{_config_type(t)}"), dims=dims(t),
-                          allow_ragged_batch=t.type.ragged)
-            for t in plan.inputs
-        ],
+        input=[_config_input(plan, t, dims(t)) for t in plan.inputs],
         output=[
             mc.ModelOutput(name=t.name, data_type=mc.DataType.Value(f"TYPE_{_config_type(t)}"), dims=dims(t))
             for t in plan.outputs
@@ -83,6 +88,16 @@ def model_config(plan: Plan) -> mc.ModelConfig:
             config.dynamic_batching.priority_levels = q["priority_levels"]
             config.dynamic_batching.default_priority_level = q["default_priority"]
     return config
+
+
+def _config_input(plan: Plan, t: PlanTensor, dims: list[int]) -> mc.ModelInput:
+    """One config input; a scalar per batch item is ``dims: [1]`` + ``reshape: {shape: []}``, as in Triton."""
+    scalar_item = not dims and plan.max_batch_size > 0
+    model_input = mc.ModelInput(name=t.name, data_type=mc.DataType.Value(f"TYPE_{_config_type(t)}"),
+                                dims=[1] if scalar_item else dims, allow_ragged_batch=t.type.ragged)
+    if scalar_item:
+        model_input.reshape.SetInParent()  # reshape {shape: []}
+    return model_input
 
 
 def _config_type(t: PlanTensor) -> str:
