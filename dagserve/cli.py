@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from dagserve import __version__
 from dagserve.compiler.context import CompileOptions
@@ -62,10 +63,10 @@ def _root_for(args: argparse.Namespace, spec: str) -> str | None:
     return None
 
 
-def _report(results: list[CompileResult], fmt: str, strict: bool) -> int:
+def _report(results: list[CompileResult], fmt: str, strict: bool, json_to: TextIO | None = None) -> int:
     diagnostics: list[Diagnostic] = [d for r in results for d in r.diagnostics]
     if fmt == "json":
-        print(render_json(diagnostics))
+        print(render_json(diagnostics), file=json_to or sys.stdout)
     elif diagnostics:
         print(render_text(diagnostics), file=sys.stderr)
     failed = any(d.severity == "error" for d in diagnostics) or (strict and diagnostics)
@@ -102,13 +103,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_compile(args: argparse.Namespace) -> int:
     options = _options(args)
     result = compile_file(args.spec, options, root=args.root)
-    code = _report([result], args.format, args.strict)
+    # with '-o -' stdout carries the plan alone, so it can be piped into a JSON tool
+    side = sys.stderr if args.output == "-" else sys.stdout
+    code = _report([result], args.format, args.strict, json_to=side)
     if result.plan is None or code != EXIT_OK:
         return code
     if args.explain:
         from dagserve.render import explain
 
-        print(explain(result.plan))
+        print(explain(result.plan), file=side)
     if args.output == "-":
         sys.stdout.write(result.plan.to_json())
     elif args.output:

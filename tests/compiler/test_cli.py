@@ -170,3 +170,12 @@ def test_a_spec_never_produces_a_traceback(tmp_path: Path, capsys: pytest.Captur
     assert main(["validate", str(spec), "--target", "cpu"]) == 1
     err = capsys.readouterr().err
     assert "E-IO" in err and "Traceback" not in err
+
+
+def test_compile_to_stdout_keeps_stdout_for_the_plan_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compile", str(WARN), "-o", "-", "--format", "json", "--explain", "--target", "cpu", *ROOT]) == 0
+    out, err = capsys.readouterr()
+    assert Plan.from_json(out).name == "bad"  # one JSON document: the plan
+    diagnostics, explanation = err.split("\npipeline ", 1)  # the JSON diagnostics, then --explain
+    assert json.loads(diagnostics)["warnings"] == 1
+    assert "copies: 0" in explanation
