@@ -19,13 +19,19 @@ _DEVICE_COLOURS = {"cpu": "#dbe9f6", "gpu": "#d5f0d0"}
 _COPY_COLOUR = "#ffd6a5"
 
 
+_TYPE_INDEX: dict[int, tuple[Plan, dict[str, TensorType]]] = {}
+
+
 def _ref_type(plan: Plan, ref: str) -> TensorType | None:
-    if ref.startswith("inputs."):
-        name = ref[len("inputs."):]
-        return next((t.type for t in plan.inputs if t.name == name), None)
-    node, _, port = ref.partition(".")
-    producer = next((n for n in plan.nodes if n.name == node), None)
-    return producer.outputs.get(port) if producer else None
+    """The type a reference reads, from an index built once per plan (views of a
+    10,000-node plan would otherwise be quadratic)."""
+    cached = _TYPE_INDEX.get(id(plan))
+    if cached is None or cached[0] is not plan:
+        index = {f"inputs.{t.name}": t.type for t in plan.inputs}
+        index.update((f"{n.name}.{port}", t) for n in plan.nodes for port, t in n.outputs.items())
+        _TYPE_INDEX.clear()  # only the plan being rendered is kept
+        cached = _TYPE_INDEX[id(plan)] = (plan, index)
+    return cached[1].get(ref)
 
 
 def _batched(plan: Plan) -> bool:
@@ -41,10 +47,12 @@ def explain(plan: Plan) -> str:
         "inputs:",
         *(f"  {t.name}: {t.type.render(b)} on {t.type.device or 'cpu'}" for t in plan.inputs),
     ]
-    stages = sorted({n.stage for n in plan.nodes})
-    for stage in stages:
+    by_stage: dict[int, list[PlanNode]] = {}
+    for node in plan.nodes:
+        by_stage.setdefault(node.stage, []).append(node)
+    for stage in sorted(by_stage):
         lines.append(f"stage {stage}:")
-        for node in (n for n in plan.nodes if n.stage == stage):
+        for node in by_stage[stage]:
             lines.extend(_explain_node(plan, node, b))
     lines.append("outputs:")
     lines.extend(f"  {t.name} <- {t.source}: {t.type.render(b)}" for t in plan.outputs)
@@ -52,12 +60,17 @@ def explain(plan: Plan) -> str:
     lines.append(f"copies: {len(copies)}" + ("" if copies else " (every hand-off shares memory)"))
     for node in copies:
         (src,) = node.inputs["value"]
-        lines.append(f"  {src} -> {node.device} ({_direction(node)})")
+        lines.append(f"  {src} -> {node.device} ({_direction(plan, node)})")
     return "\n".join(lines)
 
 
-def _direction(node: PlanNode) -> str:
-    return "upload" if node.device.startswith("gpu") else "download"
+def _direction(plan: Plan, node: PlanNode) -> str:
+    """``upload`` (host to GPU), ``download`` (GPU to host) or ``peer`` (GPU to GPU)."""
+    source = _ref_type(plan, node.inputs["value"][0])
+    from_gpu = bool(source and source.device and source.device.is_gpu)
+    if node.device.startswith("gpu"):
+        return "peer" if from_gpu else "upload"
+    return "download"
 
 
 def _explain_node(plan: Plan, node: PlanNode, b: bool) -> list[str]:
@@ -107,7 +120,7 @@ def to_dot(plan: Plan) -> str:
         colour = _COPY_COLOUR if node.kind == "copy" else _DEVICE_COLOURS[device_kind]
         label = f"{node.name}\\n{node.op} @ {node.device}"
         if node.kind == "copy":
-            label = f"copy\\n{_direction(node)} → {node.device}"
+            label = f"copy\\n{_direction(plan, node)} → {node.device}"
         lines.append(f"  {_dot_id(node.name)} [label=\"{label}\", fillcolor=\"{colour}\"];")
     for t in plan.outputs:
         lines.append(f"  {_dot_id('outputs.' + t.name)} [label=\"{t.name}\", shape=ellipse, fillcolor=white];")
@@ -140,12 +153,14 @@ def _mermaid_ids(plan: Plan) -> dict[str, str]:
     names = [f"inputs.{t.name}" for t in plan.inputs] + [n.name for n in plan.nodes]
     names += [f"outputs.{t.name}" for t in plan.outputs]
     ids: dict[str, str] = {}
+    used: set[str] = set()
     for name in names:
         prefix = "in_" if name.startswith("inputs.") else "out_" if name.startswith("outputs.") else "n_"
         ident = prefix + re.sub(r"[^A-Za-z0-9_]", "_", name.partition(".")[2] if prefix != "n_" else name)
-        while ident in ids.values():
+        while ident in used:
             ident += "_"
         ids[name] = ident
+        used.add(ident)
     return ids
 
 
@@ -158,7 +173,7 @@ def to_mermaid(plan: Plan) -> str:
         lines.append(f"  {ids['inputs.' + t.name]}([{t.name}])")
     for node in plan.nodes:
         if node.kind == "copy":
-            text = f"copy {_direction(node)} → {node.device}"
+            text = f"copy {_direction(plan, node)} → {node.device}"
         else:
             text = f"{node.name}<br/>{node.op} @ {node.device}"
         lines.append(f'  {ids[node.name]}["{text}"]')

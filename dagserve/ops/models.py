@@ -87,6 +87,11 @@ def infer_model(ctx: InferContext, signature: ModelSignature) -> dict[str, Tenso
             f"'{model_file}' unfed",
             hint=f"add them under the node's 'inputs:', e.g. {unfed[0]}: inputs.{unfed[0]}",
         )
+    for name in layouts:
+        if name not in signature.inputs:
+            ctx.problem("E-PARAM", f"node '{ctx.node}' param 'layouts' names '{name}' but model '{model_file}' "
+                        f"has no such input{did_you_mean(name, signature.inputs)}", param="layouts",
+                        hint=f"the model's inputs are: {', '.join(signature.inputs)}")
     bindings: dict[str, Dim] = {}
     max_batch: int | None = None
     for name, model_type in signature.inputs.items():

@@ -138,3 +138,34 @@ def test_write_graph_svg_without_graphviz_says_how_to_get_it(monkeypatch: pytest
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="needs Graphviz's 'dot'"):
         write_graph(plan_of("detect"), tmp_path / "g.svg")
+
+
+def test_a_copy_between_two_gpus_is_a_peer_copy_not_an_upload(compile_text) -> None:  # type: ignore[no-untyped-def]
+    result = compile_text("""\
+        dagserve: 1
+        name: two_gpus
+        max_batch_size: 2
+        inputs:
+          x: {dtype: float32, shape: [4]}
+        outputs:
+          y: second.y
+        nodes:
+          first:
+            op: tensor.identity
+            inputs: {x: inputs.x}
+            device: gpu:0
+          second:
+            op: math.add
+            inputs: {x: first.y}
+            params: {value: 1}
+            device: gpu:1
+        """, target="gpu")
+    assert result.ok, [d.one_line() for d in result.diagnostics]
+    text = explain(result.plan)
+    assert text[text.index("copies:"):].splitlines() == [
+        "copies: 3",
+        "  inputs.x -> gpu:0 (upload)",
+        "  first.y -> gpu:1 (peer)",
+        "  second.y -> cpu (download)",
+    ]
+    assert "copy\\npeer → gpu:1" in to_dot(result.plan)

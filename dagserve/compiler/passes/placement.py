@@ -90,7 +90,7 @@ def _insert_copies(ctx: CompileContext) -> bool:
                     continue
                 key = (ref, wanted)
                 if key not in copies:
-                    direction = "upload" if wanted.is_gpu else "download"
+                    direction = "download" if not wanted.is_gpu else "peer" if here and here.is_gpu else "upload"
                     name = _copy_name(ref, wanted)
                     graph.add(Node(
                         name=name,
