@@ -22,9 +22,23 @@ __all__ = ["OPS"]
 _FLOATS = ("float16", "float32")
 
 
+_FORMAT_PORTS = {"yolov8": ("predictions",), "yolov5": ("predictions",), "boxes_scores": ("boxes", "scores")}
+
+
 def _classes(ctx: InferContext) -> int | str:
     fmt = ctx.params["format"]
+    for port in ("predictions", "boxes", "scores"):
+        if port in ctx.inputs and port not in _FORMAT_PORTS[fmt]:
+            other = "boxes_scores" if port != "predictions" else "yolov8 or yolov5"
+            ctx.problem("E-PORT", f"node '{ctx.node}' has format '{fmt}', which does not read input '{port}' "
+                        f"(only format {other} does)", port,
+                        hint="set param 'format' to the layout the detector produces, or remove the input")
+            return "?"
     if fmt == "boxes_scores":
+        if "boxes" not in ctx.inputs:
+            ctx.problem("E-PORT", f"node '{ctx.node}' with format 'boxes_scores' needs input 'boxes'",
+                        hint="feed 'boxes' with float32[A,4] boxes (xyxy)")
+            return "?"
         if not ctx.expect("boxes", dtypes=_FLOATS, shape=(None, 4), expected="float32[A,4] (xyxy)"):
             return "?"
         if "scores" not in ctx.inputs:

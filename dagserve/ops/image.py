@@ -98,6 +98,10 @@ def _infer_crop(ctx: InferContext) -> dict[str, TensorType]:
     if image is None:
         return {}
     if "box" in ctx.inputs:
+        if ctx.params.get("box") is not None:
+            ctx.problem("E-PARAM", f"node '{ctx.node}' gets its crop box both from input 'box' and from "
+                        "param 'box'", param="box", hint="keep one of them")
+            return {}
         if not ctx.expect("box", dtypes=("float32",), shape=(4,), expected="float32[4] (x0,y0,x1,y1)"):
             return {}
     elif ctx.params.get("box") is None:
