@@ -157,8 +157,15 @@ def _one_diagnostic(
     code = "E-PARAM" if param else "E-SCHEMA-VALUE"
     if kind == "pattern":
         # the regex itself means little to a user; the field's description says the form
+        described = error
+        while described is not None and not (isinstance(described.schema, dict)
+                                             and described.schema.get("description")):
+            described = described.parent  # e.g. the oneOf whose string alternative this is
+        hint = described.schema["description"] if described is not None else f"expected: {error.validator_value}"
         return Diagnostic(code, f"{where} is {_show(error.instance)}, which is not of the expected form",
-                          source.value(full), hint=schema.get("description") or f"expected: {error.validator_value}")
+                          source.value(full), hint=hint)
+    if kind == "minLength" and error.validator_value == 1:
+        return Diagnostic(code, f"{where} must not be empty", source.value(full))
     return Diagnostic(code, f"{where}: {error.message}", source.value(full))
 
 
@@ -210,9 +217,31 @@ def validate_against(
     diagnostics = []
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
     for error in errors:
-        d = _one_diagnostic(error, source, prefix, kind)
-        diagnostics.append(d if d.span or d.file else replace(d, file=source.file))
+        for error_ in _fitting_alternative(error):
+            d = _one_diagnostic(error_, source, prefix, kind)
+            diagnostics.append(d if d.span or d.file else replace(d, file=source.file))
     return diagnostics
+
+
+def _fitting_alternative(error: ValidationError) -> list[ValidationError]:
+    """For a ``oneOf``/``anyOf`` failure, the errors of the alternative the value's type fits.
+
+    ``y: {from: a.y, extra: 1}`` is an object, so the object alternative of an output
+    applies and its real problem is the unknown key ``extra``; "must be a mapping or
+    a string, not a mapping" would be true of neither. When no alternative has the
+    value's type, the ``oneOf`` error itself says which types are allowed.
+    """
+    if error.validator not in ("oneOf", "anyOf") or not error.context:
+        return [error]
+    by_alternative: dict[int, list[ValidationError]] = {}
+    for sub in error.context:
+        by_alternative.setdefault(int(sub.relative_schema_path[0]), []).append(sub)
+    for index in sorted(by_alternative):
+        subs = by_alternative[index]
+        if not any(s.validator == "type" and not s.relative_path for s in subs):
+            return [e for s in sorted(subs, key=lambda e: list(map(str, e.absolute_path)))
+                    for e in _fitting_alternative(s)]
+    return [error]
 
 
 def schema_diagnostics(data: Any, source: SourceMap) -> list[Diagnostic]:

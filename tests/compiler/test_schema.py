@@ -139,3 +139,15 @@ def test_bad_node_names_are_e_name(tmp_path: Path, name: str) -> None:
     path.write_text(BASE.replace("  a:\n", f"  {name}:\n").replace("y: a.y", "y: inputs.x"))
     _, diagnostics = parse_spec(path)
     assert [(d.code, d.span.line) for d in diagnostics] == [("E-NAME", 8)]
+
+
+def test_one_of_reports_the_problem_of_the_alternative_the_value_fits() -> None:
+    # an output written as a mapping is checked as the mapping form: its unknown key,
+    # not "must be a mapping or a string, not a mapping"
+    ((code, line, message),) = diagnose(BASE.replace("y: a.y", "y: {from: a.y, extra: 1}"))
+    assert (code, line) == ("E-SCHEMA-KEY", 6) and message == "unknown key 'extra' in pipeline output 'y'"
+    ((code, _, message),) = diagnose(BASE.replace("y: a.y", "y: ''"))
+    assert (code, message) == ("E-SCHEMA-VALUE", "pipeline output 'y' must not be empty")
+    # a value no alternative fits names the allowed types
+    ((code, _, message),) = diagnose(BASE.replace("y: a.y", "y: 3"))
+    assert (code, message) == ("E-SCHEMA-TYPE", "pipeline output 'y' must be a mapping or a string, not 3")
