@@ -81,7 +81,8 @@ def candidates(xp: Any, fmt: str, inputs: dict[str, Any], score_threshold: float
                 f"detect.nms format '{fmt}' expects predictions {layout} with C >= 1 per item, "
                 f"got {readable(pred.shape)}"
             )
-        pred = pred.astype(np.float32, copy=False)
+        # Row reductions below are ~40x slower on a column-major view: make it C order once.
+        pred = xp.ascontiguousarray(pred.astype(np.float32, copy=False))
         if fmt == "yolov8":
             cls = pred[4:]  # [C, A]
             best = cls.max(axis=0)
