@@ -360,3 +360,40 @@ def test_lint_runs_after_every_pass_in_debug_mode(
     monkeypatch.setenv("DAGSERVE_DEBUG", "1")
     compile_file(str(write_spec(CHAIN)), CompileOptions(debug=False), root=str(tmp_path))
     assert len(calls) == len(PASSES)
+
+
+MODEL_SPEC = """\
+dagserve: 1
+name: m
+max_batch_size: 2
+inputs:
+  a: {dtype: float32, shape: [4]}
+  b: {dtype: float32, shape: [4]}
+outputs:
+  s: m.sum
+nodes:
+  m:
+    op: model.onnx
+    inputs: {a: inputs.a, b: inputs.b}
+    params: {path: PATH}
+"""
+
+
+@pytest.mark.parametrize("path", ["/etc/hosts", "~/model.onnx", "../outside.onnx", "models/../../outside.onnx"])
+def test_paths_that_leave_the_repository_are_e_path(compile_text: Callable[..., object], path: str) -> None:
+    result = compile_text(MODEL_SPEC.replace("PATH", path))
+    assert [(d.code, d.span.line) for d in result.diagnostics] == [("E-PATH", 13)]
+
+
+def test_a_symlink_out_of_the_repository_is_e_path(compile_text: Callable[..., object], tmp_path: Path,
+                                                   tmp_path_factory: pytest.TempPathFactory) -> None:
+    outside = tmp_path_factory.mktemp("elsewhere") / "two_inputs.onnx"
+    outside.write_bytes((tmp_path / "models" / "two_inputs.onnx").read_bytes())
+    (tmp_path / "models" / "link.onnx").symlink_to(outside)
+    result = compile_text(MODEL_SPEC.replace("PATH", "models/link.onnx"))
+    assert [d.code for d in result.diagnostics] == ["E-PATH"]
+
+
+def test_a_path_that_goes_out_and_back_in_is_fine(compile_text: Callable[..., object], tmp_path: Path) -> None:
+    result = compile_text(MODEL_SPEC.replace("PATH", f"../{tmp_path.name}/models/two_inputs.onnx"))
+    assert result.diagnostics == [] and result.plan.node("m").files == {"path": "models/two_inputs.onnx"}
