@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
@@ -52,13 +51,3 @@ def check_dtype(x: Any, allowed: tuple[str, ...], what: str) -> None:
 def readable(shape: Any) -> str:
     """``(3, 4)`` -> ``"[3,4]"`` for messages."""
     return "[" + ",".join(str(int(d)) for d in shape) + "]"
-
-
-def same_shape_list(values: Any) -> bool:
-    """True when ``values`` is a list/tuple (a ragged batch) rather than one array."""
-    return isinstance(values, (list, tuple))
-
-
-def mapping_get(params: Mapping[str, Any], key: str, default: Any = None) -> Any:
-    value = params.get(key, default)
-    return default if value is None else value
