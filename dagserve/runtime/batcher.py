@@ -98,6 +98,8 @@ class Batcher(Generic[T]):
         self.policy = policy
         self._is_live = is_live
         self._heap: list[QueuedItem[T]] = []
+        self._purged: list[QueuedItem[T]] = []
+        """Dead items :meth:`put` removed to make room; the next poll reports them as dropped."""
         self._seq = itertools.count()
 
     def __len__(self) -> int:
@@ -130,14 +132,18 @@ class Batcher(Generic[T]):
         heapq.heappush(self._heap, item)
         return item
 
-    def _purge_dead(self) -> list[QueuedItem[T]]:
+    def _purge_dead(self) -> None:
         dead = [i for i in self._heap if not self._is_live(i.payload)]
         if dead:
             self._heap = [i for i in self._heap if self._is_live(i.payload)]
             heapq.heapify(self._heap)
-        return dead
+            self._purged.extend(dead)
 
     def _drop_expired_and_dead(self, now: float, decision: Decision[T]) -> None:
+        if self._purged:
+            decision.dropped.extend(self._purged)
+            decision.expired.extend([False] * len(self._purged))
+            self._purged = []
         keep = []
         for item in self._heap:
             expired = item.deadline is not None and now >= item.deadline

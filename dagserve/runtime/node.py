@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -223,8 +223,15 @@ class NodeRunner:
         self.busy += 1
         if self._inline[instance]:
             t0 = time.perf_counter_ns()
-            results = self._run(self.kernels[instance], self.devices[instance], slots)
+            escaped: BaseException | None = None
+            try:
+                results = self._run(self.kernels[instance], self.devices[instance], slots)
+            except BaseException as exc:  # as in a worker: fail these items, keep the instance
+                results = [_ItemFailure(self._item_error(exc)) for _ in slots]
+                escaped = exc if isinstance(exc, (KeyboardInterrupt, SystemExit)) else None
             self._finish(instance, slots, reason, queue_ns, time.perf_counter_ns() - t0, results)
+            if escaped is not None:
+                raise escaped
             return
         self.executor.submit(self._run_and_post, instance, slots, reason, queue_ns)
 
@@ -306,12 +313,29 @@ class NodeRunner:
             inputs[src.port] = parts if src.variadic else parts[0]
         return inputs, events
 
-    def _item_inputs(self, request: Request, index: int) -> dict[str, Any]:
+    def _item_inputs(self, request: Request, index: int) -> tuple[dict[str, Any], list[Any]]:
         inputs: dict[str, Any] = {}
+        events: list[Any] = []
+        values = request.values[index]
         for src in self.sources:
-            parts = [request.values[index][key].get() for key in src.keys]
+            parts = []
+            for key in src.keys:
+                value = values[key]
+                if value.ready is not None:
+                    events.append(value.ready)
+                parts.append(value.get())
             inputs[src.port] = parts if src.variadic else parts[0]
-        return inputs
+        return inputs, events
+
+    def _outputs(self, result: Any) -> Any:
+        """Check that a kernel returned every output port (a clear message, not a KeyError)."""
+        if not isinstance(result, Mapping):
+            raise TypeError(f"kernel returned {type(result).__name__}, not a dict of outputs")
+        missing = [port for port in self.output_ragged if port not in result]
+        if missing:
+            raise RuntimeError(f"kernel returned no output {', '.join(repr(p) for p in missing)} "
+                               f"(it returned {sorted(result) or 'nothing'})")
+        return result
 
     def _run(self, kernel: Kernel, device: InstanceDevice, slots: list[Slot]) -> list[Result]:
         with device.activate():
@@ -326,8 +350,11 @@ class NodeRunner:
                 out.append(_ItemFailure(RuntimeError("request already finished")))
                 continue
             try:
-                device.wait_for(v.ready for v in request.values[index].values())
-                result = kernel(self._item_inputs(request, index))
+                # Only this node's inputs: the item's dict may grow meanwhile (sibling nodes
+                # deliver on the loop thread), so it must not be iterated from this thread.
+                inputs, events = self._item_inputs(request, index)
+                device.wait_for(events)
+                result = self._outputs(kernel(inputs))
                 ready = device.record()
                 out.append({port: ItemValue(result[port], None, ready) for port in self.output_ragged})
             except Exception as exc:
@@ -338,7 +365,7 @@ class NodeRunner:
         try:
             inputs, events = self._inputs(slots)
             device.wait_for(events)
-            result = kernel(inputs)
+            result = self._outputs(kernel(inputs))
             ready = device.record()
             per_port = {
                 port: scatter(result[port], len(slots), ragged, ready)
@@ -352,6 +379,9 @@ class NodeRunner:
         return [self._run_batched(kernel, device, [slot])[0] for slot in slots]
 
     def _item_error(self, exc: BaseException) -> ItemError:
-        if isinstance(exc, KeyError):
-            exc = RuntimeError(f"kernel returned no output {exc}")
+        if isinstance(exc, KeyError) or not str(exc):
+            # str(KeyError('x')) is just "'x'": name the exception so the message says what happened.
+            described = RuntimeError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+            described.__cause__ = exc
+            exc = described
         return ItemError(self.pipeline_name, self.name, self.op, exc)

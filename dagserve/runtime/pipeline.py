@@ -55,7 +55,10 @@ def _np_dtype(dtype: str) -> np.dtype[Any]:
 def _load_kernel(plan: Plan, node: PlanNode, device: InstanceDevice, instance: int,
                  registry: OpRegistry) -> Kernel:
     """Create one instance's kernel: the op's factory, or the runtime's copy kernel."""
-    input_types = {}
+    input_types: dict[str, Any] = {}
+    for port, refs in node.inputs.items():
+        types = [_ref_type(plan, ref) for ref in refs]
+        input_types[port] = types[0] if len(types) == 1 else types
     ctx = KernelContext(
         node=node.name,
         op=node.op or node.kind,
@@ -78,8 +81,22 @@ def _load_kernel(plan: Plan, node: PlanNode, device: InstanceDevice, instance: i
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise UnrecoverableError(f"node '{node.name}': cannot load kernel {op.kernel}: {exc}") from exc
-    kernel: Kernel = factory(ctx)
+    try:
+        kernel: Kernel = factory(ctx)
+    except DagserveError:
+        raise
+    except Exception as exc:
+        raise UnrecoverableError(f"pipeline '{plan.name}', node '{node.name}' ({node.op}): "
+                                 f"cannot create its kernel: {exc}") from exc
     return kernel
+
+
+def _ref_type(plan: Plan, ref: str) -> TensorType:
+    """The type a reference (``inputs.NAME`` or ``NODE.PORT``) carries in the plan."""
+    head, _, tail = ref.partition(".")
+    if head == "inputs":
+        return next(t.type for t in plan.inputs if t.name == tail)
+    return plan.node(head).outputs[tail]
 
 
 class _LoopThread:
@@ -120,6 +137,8 @@ class Pipeline:
         self._loop_thread: _LoopThread | None = None
         self._pumps: Pumps | None = None
         self._accepting = False
+        self._closed = False
+        self._starting: asyncio.Future[None] | None = None
         self._in_flight: set[asyncio.Future[Any]] = set()
         self._idle: asyncio.Event | None = None
         self._start_lock = threading.Lock()
@@ -156,12 +175,44 @@ class Pipeline:
     async def start(self) -> None:
         """Load every kernel (in the thread pool), then accept requests.
 
+        Concurrent calls wait for the same start. A start that fails leaves the
+        pipeline as it was before (it may be started again); a closed pipeline
+        cannot be started again.
+
         Raises:
             UnrecoverableError: a kernel could not be created (model missing, no GPU, ...).
+            UnavailableError: the pipeline was closed.
         """
-        if self._loop is not None:
+        if self._closed:
+            raise UnavailableError(f"pipeline '{self.name}' is closed")
+        if self._accepting:
             return
-        self._loop = asyncio.get_running_loop()
+        if self._starting is not None:  # another caller is starting it: wait for that start
+            await asyncio.shield(self._starting)
+            return
+        loop = asyncio.get_running_loop()
+        starting: asyncio.Future[None] = loop.create_future()
+        self._starting = starting
+        try:
+            await self._load(loop)
+            if self._closed:
+                raise UnavailableError(f"pipeline '{self.name}' was closed while it started")
+        except BaseException as exc:
+            self._loop = None
+            self.runners = {}
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = None
+            starting.set_exception(exc)
+            starting.exception()  # retrieved: only concurrent callers re-raise it
+            raise
+        finally:
+            self._starting = None
+        self._accepting = True
+        starting.set_result(None)
+
+    async def _load(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
         self._idle = asyncio.Event()
         self._idle.set()
         instances = sum(n.instances for n in self.plan.nodes)
@@ -187,16 +238,17 @@ class Pipeline:
         self._pumps = Pumps(self._loop)
         for runner in self.runners.values():
             runner.start(self._pumps)
-        self._accepting = True
 
     async def close(self, drain: bool = True, timeout: float | None = None) -> None:
         """Stop accepting; with ``drain`` finish what is in flight (up to ``timeout`` s); stop.
 
         Requests still running after the timeout fail with UNAVAILABLE, never silently.
+        Closing is final: later requests fail with UNAVAILABLE.
         """
         self._accepting = False
-        if self._loop is None:
-            return
+        self._closed = True
+        if self._loop is None or self._starting is not None:
+            return  # never started, or still starting: start() sees _closed and undoes itself
         if drain and self._in_flight:
             assert self._idle is not None
             try:
@@ -209,7 +261,10 @@ class Pipeline:
         for runner in self.runners.values():
             await runner.stop()
         if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            # Every batch has finished (runner.stop waited), so the workers are idle and
+            # exit at once: wait for them, so that no thread outlives the pipeline.
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
         self._loop = None
 
     # -- requests ---------------------------------------------------------------------------
@@ -227,7 +282,7 @@ class Pipeline:
         arrays: dict[str, Any] = {}
         count: int | None = None
         for name, spec in self._inputs.items():
-            value = _as_array(inputs[name], spec.type)
+            value = _as_array(inputs[name], spec.type, batched)
             _check_type(self.name, name, value, spec.type, batched, self.plan.max_batch_size)
             n = value.shape[0] if batched else 1
             if count is not None and n != count:
@@ -264,15 +319,16 @@ class Pipeline:
             RequestError: a subclass that says what went wrong (and maps to a status).
         """
         loop = asyncio.get_running_loop()
-        if self._loop is None:
+        if not self._accepting and not self._closed:
             await self.start()
-        if loop is not self._loop:
+        if loop is not self._loop and self._loop is not None:
             assert self._loop is not None
             future = asyncio.run_coroutine_threadsafe(
                 self.infer_async(inputs, priority=priority, timeout=timeout, request_id=request_id), self._loop)
             return await asyncio.wrap_future(future)  # type: ignore[no-any-return]
         if not self._accepting:
-            raise UnavailableError(f"pipeline '{self.name}' is not accepting requests (shutting down)")
+            state = "closed" if self._closed and self._loop is None else "shutting down"
+            raise UnavailableError(f"pipeline '{self.name}' is not accepting requests ({state})")
         try:
             count, arrays = self._validate(inputs)
         except RequestError:
@@ -286,16 +342,22 @@ class Pipeline:
         batched = self.plan.max_batch_size > 0
         for name, array in arrays.items():
             key = f"inputs.{name}"
+            if not batched:  # a batch of one, as a view: the first kernel gets the caller's memory
+                request.values[0][key] = ItemValue(array[None], 0)
+                continue
             for i in range(count):
-                request.values[i][key] = ItemValue(array, i) if batched else ItemValue(array)
+                request.values[i][key] = ItemValue(array, i)
         if deadline is not None:
             request.timer = loop.call_at(deadline, self._expire, request, timeout)
+            future.add_done_callback(request.stop_timer)  # also when cancelled or failed by close()
         self._track(future)
         if not self.plan.nodes:
             self._finish(request)
         for name in self._entry:
             runner = self.runners[name]
             for i in range(count):
+                if not request.live:  # e.g. a full queue refused an item: queue no more of it
+                    break
                 runner.submit(request, i, now)
         if self._pumps is not None:
             self._pumps.run()
@@ -318,17 +380,28 @@ class Pipeline:
     def infer(self, inputs: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
         """Synchronous :meth:`infer_async` (runs the pipeline on a background loop)."""
         with self._start_lock:
+            if self._closed:
+                raise UnavailableError(f"pipeline '{self.name}' is closed")
             if self._loop_thread is None:
-                self._loop_thread = _LoopThread()
-                self._loop_thread.run(self.start())
+                loop_thread = _LoopThread()
+                try:
+                    loop_thread.run(self.start())
+                except BaseException:
+                    loop_thread.stop()  # a failed start leaves no thread behind
+                    raise
+                self._loop_thread = loop_thread
         return self._loop_thread.run(self.infer_async(inputs, **kwargs))  # type: ignore[no-any-return]
 
     def shutdown(self) -> None:
         """Synchronous close for pipelines used through :meth:`infer`."""
-        if self._loop_thread is not None:
-            self._loop_thread.run(self.close())
-            self._loop_thread.stop()
-            self._loop_thread = None
+        with self._start_lock:
+            self._closed = True
+            loop_thread, self._loop_thread = self._loop_thread, None
+        if loop_thread is not None:
+            try:
+                loop_thread.run(self.close())
+            finally:
+                loop_thread.stop()
 
     def __enter__(self) -> Pipeline:
         return self
@@ -407,9 +480,13 @@ class Pipeline:
         return items
 
 
-def _as_array(value: Any, spec: TensorType) -> Any:
+def _as_array(value: Any, spec: TensorType, batched: bool) -> Any:
     if spec.dtype == "bytes":
         if isinstance(value, (bytes, bytearray)):
+            if not batched and spec.rank == 0:  # one scalar BYTES tensor
+                scalar = np.empty((), dtype=object)
+                scalar[()] = bytes(value)
+                return scalar
             value = [bytes(value)]
         arr = np.asarray(value, dtype=object) if not isinstance(value, np.ndarray) else value
         if arr.dtype.kind == "S":

@@ -69,17 +69,19 @@ class Request:
     def fail(self, exc: BaseException) -> bool:
         """Fail the request with ``exc`` unless it is already done; True if this call did it."""
         if self.future.done():
+            self.stop_timer()
             return False
         self.future.set_exception(exc)
-        self._stop_timer()
+        self.stop_timer()
         return True
 
     def succeed(self, outputs: dict[str, Any]) -> None:
         if not self.future.done():
             self.future.set_result(outputs)
-        self._stop_timer()
+        self.stop_timer()
 
-    def _stop_timer(self) -> None:
+    def stop_timer(self, _future: object = None) -> None:
+        """Disarm the deadline timer (also usable as the future's done callback)."""
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
