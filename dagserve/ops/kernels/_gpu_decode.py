@@ -2,7 +2,7 @@
 
 The decoder is chosen once per kernel instance, from what is installed:
 
-1. **nvImageCodec** (``nvidia-nvimgcodec-cu12``; DALI wheels depend on it) decodes
+1. **nvImageCodec** (``nvidia-nvimgcodec-cu12`` or ``-cu13``, NVIDIA's codec library) decodes
    JPEG on the GPU with nvJPEG (PNG/WebP/BMP through its CPU codecs), applying EXIF
    orientation and the colour conversion itself;
 2. **torchvision** (``torchvision.io.decode_jpeg(device='cuda')``) decodes JPEG on
