@@ -16,7 +16,7 @@ from dagserve.backends.base import ModelSignature, SignatureError
 from dagserve.diagnostics import did_you_mean
 from dagserve.errors import MissingExtraError
 from dagserve.ops.base import InferContext, OpDef
-from dagserve.types import UNKNOWN, Dim, TensorType
+from dagserve.types import UNKNOWN, Dim, TensorType, dims_compatible
 
 __all__ = ["OPS", "infer_model"]
 
@@ -54,6 +54,22 @@ def _layout_hint(produced: TensorType, expected: tuple[Dim, ...], want_dtype: st
         producer = source.partition(".")[0]
         return (f"add {' and '.join(parts)} to the params of node '{producer}' (if it is an image.letterbox), "
                 f"or insert an 'image.normalize' node")
+    return None
+
+
+def _batch_hint(produced: TensorType, model_type: TensorType, batched: bool) -> str | None:
+    """When the ranks differ by exactly the batch dimension, say so: the fix is the
+    pipeline's max_batch_size, not the producer."""
+    def fits(model_dims: tuple[Dim, ...]) -> bool:
+        return len(model_dims) == produced.rank and all(map(dims_compatible, model_dims, produced.shape))
+
+    if (not batched and model_type.rank == produced.rank + 1 and not isinstance(model_type.shape[0], int)
+            and fits(model_type.shape[1:])):
+        return (f"the model's first dimension '{model_type.shape[0]}' looks like a batch dimension: set the "
+                "pipeline's max_batch_size (e.g. 8) so requests carry one")
+    if batched and fits(model_type.shape):
+        return ("the model has no batch dimension (its rank equals the item's): set the pipeline's "
+                "max_batch_size to 0, or export the model with a batch dimension")
     return None
 
 
@@ -120,7 +136,8 @@ def infer_model(ctx: InferContext, signature: ModelSignature) -> dict[str, Tenso
             layouts=(layout,) if layout else None,
             uniform=ctx.batched,
             expected=expected,
-            hint=_layout_hint(produced, dims, model_type.dtype, ctx.source(name)),
+            hint=_batch_hint(produced, model_type, ctx.batched)
+            or _layout_hint(produced, dims, model_type.dtype, ctx.source(name)),
         ):
             for d, p in zip(dims, produced.shape):
                 if isinstance(d, str) and d != UNKNOWN:

@@ -195,7 +195,7 @@ def _validator(schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
     cached = _VALIDATORS.get(id(schema))
     if cached is not None and cached[0] is schema:
         return cached[1]
-    validator = jsonschema.Draft202012Validator(_inline_refs(schema, schema.get("$defs", {})))
+    validator = jsonschema.Draft202012Validator(_inline_refs(dict(schema), schema.get("$defs", {})))
     _VALIDATORS[id(schema)] = (schema, validator)  # keeps the schema alive, so its id stays unique
     return validator
 
