@@ -186,6 +186,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return asyncio.run(serve(config, ready_file=args.ready_file))
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run a pipeline on inputs given on the command line and print its outputs."""
+    from dagserve.runtime._run_command import run_command  # the runtime loads only for 'run'
+
+    target = args.target if args.target != "auto" else detect_target()
+    return run_command(args.spec, args.input, repeat=args.repeat, fmt=args.format, target=target,
+                       root=args.root)
+
+
 def _add_compile_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", choices=["auto", "cpu", "gpu"], default="auto",
                    help="where 'device: auto' nodes run (default: gpu if one is usable, else cpu)")
@@ -235,6 +244,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-file", help="write 'grpc=PORT http=PORT metrics=PORT' here once ready")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("run", help="run a pipeline on inputs and print its outputs")
+    p.add_argument("spec", metavar="SPEC", help="a spec (.yaml) or a compiled plan (.json)")
+    p.add_argument("-i", "--input", action="append", default=[], metavar="NAME=@FILE|VALUE",
+                   help="an input: @file.npy, @file.json, @file (raw bytes, for bytes inputs), or a JSON "
+                   "value such as 3 or [[1,2],[3,4]] (cast to the input's dtype); repeat for each input")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="run N times and print latency percentiles (default 1)")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    _add_compile_flags(p)
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("ops", help="list the available ops")
     p.add_argument("--format", choices=["text", "json"], default="text")

@@ -159,8 +159,24 @@ class Batcher(Generic[T]):
     def _take(self, n: int) -> list[QueuedItem[T]]:
         return [heapq.heappop(self._heap) for _ in range(min(n, len(self._heap)))]
 
-    def poll(self, now: float) -> Decision[T]:
-        """Decide what to run now; see the module docstring for the rule."""
+    def expire(self, now: float) -> Decision[T]:
+        """Only drop expired and dead items (every instance is busy, nothing can run).
+
+        ``wake_at`` is the nearest remaining deadline, so a node whose instances are
+        all busy still fails items at their deadline, not when an instance frees up.
+        """
+        decision: Decision[T] = Decision()
+        self._drop_expired_and_dead(now, decision)
+        deadlines = [item.deadline for item in self._heap if item.deadline is not None]
+        decision.wake_at = min(deadlines) if deadlines else None
+        return decision
+
+    def poll(self, now: float, flush: bool = False) -> Decision[T]:
+        """Decide what to run now; see the module docstring for the rule.
+
+        With ``flush`` (the pipeline is draining: nothing more will arrive) queued
+        items go at once instead of waiting for ``max_queue_delay_us``.
+        """
         decision: Decision[T] = Decision()
         self._drop_expired_and_dead(now, decision)
         queued = len(self._heap)
@@ -176,7 +192,7 @@ class Batcher(Generic[T]):
             return decision
         oldest = min(item.enqueued for item in self._heap)
         due = oldest + p.max_queue_delay_us / 1e6
-        if now >= due:
+        if now >= due or flush:
             decision.batch, decision.reason = self._take(queued), "delay"
             return decision
         deadlines = [item.deadline for item in self._heap if item.deadline is not None]

@@ -117,7 +117,7 @@ class CopyKernel:
     def __init__(self, ctx: KernelContext) -> None:
         self.device = ctx.device
         self.stream = ctx.stream
-        self._cupy = _cupy() if self.device.is_gpu or any(
+        self._cupy: Any = _cupy() if self.device.is_gpu or any(
             t.device is not None and t.device.is_gpu for t in ctx.input_types.values()
         ) else None
 

@@ -135,6 +135,7 @@ class NodeRunner:
         self._idle: list[int] = []
         self._kicked = False
         self._closing = False
+        self._flush = False
         self._timer: asyncio.TimerHandle | None = None
         self._stopped: list[asyncio.Future[None]] = []
 
@@ -166,6 +167,12 @@ class NodeRunner:
         self._loop = pumps.loop
         self._idle = list(range(len(self.kernels)))[::-1]
 
+    def flush(self) -> None:
+        """Stop waiting for batching delays: the pipeline drains, no more requests will come."""
+        self._flush = True
+        if len(self.batcher):
+            self._kick()
+
     async def stop(self) -> None:
         """Stop dispatching (the pipeline drains requests first) and wait for running batches."""
         self._closing = True
@@ -191,7 +198,7 @@ class NodeRunner:
         loop = self._loop
         assert loop is not None
         while self._idle and not self._closing:
-            decision = self.batcher.poll(loop.time())
+            decision = self.batcher.poll(loop.time(), self._flush)
             if decision.dropped:
                 self._drop(decision.dropped, decision.expired)
             if not decision.batch:
@@ -199,6 +206,13 @@ class NodeRunner:
                 return
             assert decision.reason is not None
             self._launch(self._idle.pop(), decision.batch, decision.reason)
+        if self._timer is None and self.policy.timeout_us and len(self.batcher) and not self._closing:
+            # Every instance is busy: still fail items when their timeout_us runs out (one
+            # scan per timer, not per arrival), instead of when an instance frees up.
+            decision = self.batcher.expire(loop.time())
+            if decision.dropped:
+                self._drop(decision.dropped, decision.expired)
+            self._arm_timer(decision.wake_at)
 
     def _arm_timer(self, wake_at: float | None) -> None:
         if self._timer is not None:

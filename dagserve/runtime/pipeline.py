@@ -251,6 +251,10 @@ class Pipeline:
             return  # never started, or still starting: start() sees _closed and undoes itself
         if drain and self._in_flight:
             assert self._idle is not None
+            for runner in self.runners.values():
+                runner.flush()
+            if self._pumps is not None:
+                self._pumps.run()
             try:
                 await asyncio.wait_for(self._idle.wait(), timeout)
             except asyncio.TimeoutError:
@@ -321,11 +325,10 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         if not self._accepting and not self._closed:
             await self.start()
-        if loop is not self._loop and self._loop is not None:
-            assert self._loop is not None
-            future = asyncio.run_coroutine_threadsafe(
+        if loop is not self._loop and self._loop is not None:  # called from another loop: run on ours
+            handoff = asyncio.run_coroutine_threadsafe(
                 self.infer_async(inputs, priority=priority, timeout=timeout, request_id=request_id), self._loop)
-            return await asyncio.wrap_future(future)  # type: ignore[no-any-return]
+            return await asyncio.wrap_future(handoff)
         if not self._accepting:
             state = "closed" if self._closed and self._loop is None else "shutting down"
             raise UnavailableError(f"pipeline '{self.name}' is not accepting requests ({state})")

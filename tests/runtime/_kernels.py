@@ -20,7 +20,7 @@ from dagserve.ops.base import InferContext, KernelContext, OpDef, PortDef
 from dagserve.ops.registry import OpRegistry, default_registry
 from dagserve.types import TensorType
 
-__all__ = ["BARRIERS", "SEEN", "TEST_OPS", "make_registry", "reset"]
+__all__ = ["BARRIERS", "RECORDING", "SEEN", "TEST_OPS", "make_registry", "reset"]
 
 SEEN: dict[str, list[dict[str, Any]]] = defaultdict(list)
 """node name -> one record per kernel call (batch or item)."""
@@ -28,19 +28,24 @@ SEEN: dict[str, list[dict[str, Any]]] = defaultdict(list)
 BARRIERS: dict[str, threading.Barrier] = {}
 """node name -> the barrier its ``test.barrier`` instances meet at."""
 
+RECORDING = [True]
+"""Set ``RECORDING[0] = False`` to stop recording (memory-growth tests)."""
+
 _LOCK = threading.Lock()
 
 
 def reset() -> None:
-    """Forget every record and barrier (each test starts clean)."""
+    """Forget every record and barrier, and record again (each test starts clean)."""
     with _LOCK:
         SEEN.clear()
         BARRIERS.clear()
+        RECORDING[0] = True
 
 
 def _record(node: str, **data: Any) -> None:
-    with _LOCK:
-        SEEN[node].append(data)
+    if RECORDING[0]:
+        with _LOCK:
+            SEEN[node].append(data)
 
 
 def _firsts(x: Any) -> list[float]:

@@ -161,3 +161,35 @@ def test_batch_policy_from_plan_reads_every_field_and_sorts_preferred_sizes() ->
                                "max_queue_size": 9, "timeout_us": 11, "priority_levels": 3, "default_priority": 2})
     assert p == BatchPolicy(16, 7, (4, 8), 9, 11, 3, 2)
     assert BatchPolicy.from_plan({"max_batch_size": 0}).max_batch_size == 1
+
+
+def test_batcher_reports_dead_items_that_put_purged_as_dropped_on_the_next_poll() -> None:
+    dead: set[int] = set()
+    b: Batcher[int] = Batcher(BatchPolicy(max_batch_size=8, max_queue_delay_us=1000, max_queue_size=1),
+                              lambda i: i not in dead)
+    b.put(0, 0.0)
+    dead.add(0)
+    b.put(1, 0.0)
+    d = b.poll(0.0)
+    assert names(d.dropped) == [0] and d.expired == [False]
+    assert b.poll(0.0).dropped == []
+
+
+def test_batcher_expire_drops_only_expired_and_dead_items_and_wakes_at_the_next_deadline() -> None:
+    dead = {"gone"}
+    b: Batcher[str] = Batcher(BatchPolicy(max_batch_size=1, timeout_us=100), lambda p: p not in dead)
+    b.put("old", 0.0)
+    b.put("gone", us(10))
+    b.put("new", us(50))
+    d = b.expire(us(100))
+    assert names(d.dropped) == ["old", "gone"] and d.expired == [True, False]
+    assert d.batch == [] and d.wake_at == pytest.approx(us(150)) and len(b) == 1
+
+
+def test_batcher_flush_sends_queued_items_without_waiting_for_the_delay() -> None:
+    b: Batcher[str] = Batcher(BatchPolicy(max_batch_size=8, max_queue_delay_us=10**6))
+    b.put("a", 0.0)
+    b.put("b", 0.0)
+    assert b.poll(0.0).batch == []
+    d = b.poll(0.0, flush=True)
+    assert (names(d.batch), d.reason) == (["a", "b"], "delay")

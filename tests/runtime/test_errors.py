@@ -202,13 +202,17 @@ def test_timeout_raises_deadline_exceeded_and_its_items_leave_the_queue_uncomput
     assert _seen_tags("work") == [1.0], "the expired request was computed"
 
 
-def test_node_timeout_us_expires_items_waiting_at_that_node(make_pipeline: MakePipeline) -> None:
+def test_node_timeout_us_expires_items_at_their_deadline_even_while_the_node_is_busy(
+        make_pipeline: MakePipeline) -> None:
     async def main() -> None:
-        async with make_pipeline(SLOW.format(seconds=0.2, extra=", timeout_us: 30000")) as p:
+        async with make_pipeline(SLOW.format(seconds=0.3, extra=", timeout_us: 30000")) as p:
             busy = asyncio.ensure_future(p.infer_async({"x": tagged([1])}))
             await asyncio.sleep(0.01)
+            t0 = time.monotonic()
             with pytest.raises(DeadlineExceededError, match="waiting at node 'work'"):
                 await p.infer_async({"x": tagged([2])})
+            assert time.monotonic() - t0 < 0.15, "expired when the instance freed up, not at its deadline"
+            assert p.runners["work"].queue_depth == 0
             await busy
             assert p.runners["work"].stats.dropped["expired"] == 1
 

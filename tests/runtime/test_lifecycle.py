@@ -135,32 +135,50 @@ def test_drain_timeout_fails_the_stragglers_with_unavailable(make_pipeline: Make
     assert len(done) + len(failed) == 6 and done and failed, outs
 
 
-def test_close_while_a_batching_timer_is_armed_does_not_hang(make_pipeline: MakePipeline) -> None:
-    spec = """
-    dagserve: 1
-    name: long_delay
-    max_batch_size: 8
-    inputs:
-      x: {dtype: float32, shape: [4]}
-    outputs:
-      y: plus.y
-    nodes:
-      plus: {op: test.add, inputs: {x: inputs.x}, batching: {max_queue_delay_us: 60000000}}
-    """
+LONG_DELAY = """
+dagserve: 1
+name: long_delay
+max_batch_size: 8
+inputs:
+  x: {dtype: float32, shape: [4]}
+outputs:
+  y: plus.y
+nodes:
+  plus: {op: test.add, inputs: {x: inputs.x}, batching: {max_queue_delay_us: 60000000}}
+"""
 
+
+def test_close_without_drain_while_a_batching_timer_is_armed_cancels_it_and_does_not_hang(
+        make_pipeline: MakePipeline) -> None:
     async def main() -> tuple[Any, Pipeline]:
-        p = make_pipeline(spec)
+        p = make_pipeline(LONG_DELAY)
         await p.start()
         waiting = asyncio.ensure_future(p.infer_async({"x": tagged([1])}))
         await asyncio.sleep(0.01)
         assert p.runners["plus"]._timer is not None
-        await p.close(drain=True, timeout=0.05)
+        await p.close(drain=False)
         return (await asyncio.gather(waiting, return_exceptions=True))[0], p
 
     out, p = run_async(main(), timeout=5)
     assert isinstance(out, UnavailableError)
     assert p.runners["plus"]._timer is None
     assert not SEEN["plus"]
+
+
+def test_drain_sends_queued_items_without_waiting_for_the_batching_delay(make_pipeline: MakePipeline) -> None:
+    async def main() -> tuple[list[Any], float]:
+        p = make_pipeline(LONG_DELAY)
+        await p.start()
+        waiting = [asyncio.ensure_future(p.infer_async({"x": tagged([k])})) for k in range(3)]
+        await asyncio.sleep(0.01)
+        t0 = time.monotonic()
+        await p.close(drain=True)
+        return list(await asyncio.gather(*waiting)), time.monotonic() - t0
+
+    outs, elapsed = run_async(main(), timeout=10)
+    assert elapsed < 1.0, "the drain waited for the 60 s batching delay"
+    assert [float(o["y"][0, 0]) for o in outs] == [1, 2, 3]
+    assert [r["n"] for r in SEEN["plus"]] == [3]
 
 
 def test_failed_start_names_the_node_and_can_be_retried(make_pipeline: MakePipeline) -> None:
