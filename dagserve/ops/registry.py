@@ -28,6 +28,8 @@ _BUILTIN_MODULES = (
     "dagserve.ops.classify",
     "dagserve.ops.tensor",
     "dagserve.ops.models",
+    "dagserve.ops.python_op",
+    "dagserve.ops.dali",
 )
 
 
