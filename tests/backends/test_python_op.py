@@ -277,3 +277,18 @@ def test_user_code_errors_carry_their_diagnostic_code() -> None:
         load_user_class(HANDLERS, "Nope")
     assert info.value.code == "E-PARAM"
     assert python_op.OPS[0].name == "python"
+
+
+def test_a_cpu_only_class_stays_on_the_cpu_under_a_gpu_target(compile_text: Any) -> None:
+    result = compile_text(spec("Scale", "{x: inputs.x}", X3), target="gpu")
+    assert errors(result) == []
+    assert result.plan is not None
+    assert result.plan.node("user").device == "cpu"
+    assert result.plan.copies == []
+
+
+def test_asking_a_cpu_only_class_for_the_gpu_is_a_device_error(compile_text: Any) -> None:
+    text = spec("Scale", "{x: inputs.x}", X3) + "    device: gpu\n"
+    result = compile_text(text, target="gpu")
+    assert [code for code, _ in errors(result)] == ["E-DEVICE"]
+    assert "runs only on cpu" in errors(result)[0][1]

@@ -51,12 +51,26 @@ def check_device(ctx: CompileContext, node: Node, op: OpDef) -> bool:
 
 
 def _place(ctx: CompileContext, node: Node) -> Device:
-    """The device of a node :func:`check_device` accepted."""
+    """The device of a node :func:`check_device` accepted.
+
+    A type rule may narrow the op's devices for one node (``meta["devices"]``, e.g.
+    a ``python`` class that declares ``devices = ["cpu"]``): ``auto`` then follows
+    the narrower set, and an explicit device outside it is ``E-DEVICE``.
+    """
     op = ctx.registry.get(node.op or "")
     devices = op.devices if op else frozenset({"cpu"})
+    declared = node.meta.get("devices")
+    if declared:
+        devices = devices & frozenset(declared)
     if node.device_request == "auto":
         return Device("gpu", 0) if ctx.options.target == "gpu" and "gpu" in devices else CPU
-    return parse_device(node.device_request)
+    device = parse_device(node.device_request)
+    if declared and device.kind not in devices:
+        span = ctx.spec.source.values.get(("nodes", node.name, "device")) or node.span
+        ctx.report("E-DEVICE", f"node '{node.name}' asks for device '{node.device_request}' but its "
+                   f"{node.op} implementation runs only on {', '.join(sorted(devices)) or 'no device'}",
+                   span, node=node, hint="use 'device: auto', or declare the device in the class")
+    return device
 
 
 def _reads_host(ctx: CompileContext, node: Node, port: str) -> bool:
