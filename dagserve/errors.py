@@ -25,6 +25,7 @@ __all__ = [
     "DeadlineExceededError",
     "InvalidInputError",
     "ItemError",
+    "KernelInputError",
     "MissingExtraError",
     "NotFoundError",
     "QueueFullError",
@@ -90,11 +91,30 @@ class UnavailableError(RequestError):
     status = "UNAVAILABLE"
 
 
-class ItemError(RequestError):
-    """One batch item failed inside a node; names the pipeline, node and op."""
+class KernelInputError(InvalidInputError, ValueError):
+    """An input a kernel cannot process: corrupt image bytes, a wrong dtype, NaN logits.
 
-    status = "INVALID_ARGUMENT"
+    It fails only the request (or batch item) it was raised for, with status
+    ``INVALID_ARGUMENT``. It is also a :class:`ValueError`, so code calling a kernel
+    directly can catch it without knowing dagserve's exception tree.
+    """
+
+
+class ItemError(RequestError):
+    """One batch item failed inside a node; names the pipeline, node and op.
+
+    The status follows the cause: bad data (a :class:`RequestError` of its own, or a
+    ``ValueError``/``TypeError`` a kernel raised about its input) is the client's
+    ``INVALID_ARGUMENT``; anything else is the server's ``INTERNAL``, still with
+    the node and the cause in the message.
+    """
 
     def __init__(self, pipeline: str, node: str, op: str, cause: BaseException) -> None:
         self.pipeline, self.node, self.op, self.cause = pipeline, node, op, cause
+        if isinstance(cause, RequestError):
+            self.status = cause.status
+        elif isinstance(cause, (ValueError, TypeError)):
+            self.status = "INVALID_ARGUMENT"
+        else:
+            self.status = "INTERNAL"
         super().__init__(f"pipeline '{pipeline}', node '{node}' ({op}): {cause}")

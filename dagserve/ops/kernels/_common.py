@@ -7,20 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from dagserve.errors import InvalidInputError
+from dagserve.errors import KernelInputError
 from dagserve.ops._params import with_defaults
 from dagserve.ops.base import KernelContext, OpDef
 
 __all__ = ["KernelInputError", "check_dtype", "op_params", "readable"]
-
-
-class KernelInputError(InvalidInputError, ValueError):
-    """An input a kernel cannot process: corrupt image bytes, a wrong dtype, NaN logits.
-
-    It fails only the request (or batch item) it was raised for, with status
-    ``INVALID_ARGUMENT``. It is also a :class:`ValueError`, so code calling a kernel
-    directly can catch it without knowing dagserve's exception tree.
-    """
 
 
 @cache
