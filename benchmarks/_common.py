@@ -1,0 +1,154 @@
+"""Settings shared by every section, and medians over repeated perf_analyzer runs."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks._perf import PerfResult, run_perf
+from benchmarks._proc import Managed, cpu_sample
+from benchmarks._servers import OUT, Peers
+
+__all__ = ["Settings", "Trial", "aggregate", "log", "measure", "ratio", "save", "section_timer", "warmup"]
+
+
+@dataclass
+class Settings:
+    """How long and how often to measure; ``quick`` trades repeats for time.
+
+    Attributes:
+        reps: server restarts per contestant (medians are over these).
+        interval_ms: perf_analyzer measurement window.
+        windows: windows per concurrency level (their average is one sample).
+        concurrency: levels of the side-by-side comparison.
+    """
+
+    quick: bool
+    peers: Peers
+    logs: Path
+    reps: int = 3
+    interval_ms: int = 2000
+    windows: int = 3
+    concurrency: tuple[int, ...] = (1, 2, 4, 8, 16)
+    out: Path = OUT
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def make(cls, quick: bool, peers: Peers, logs: Path, reps: int | None = None) -> Settings:
+        if quick:
+            s = cls(quick=True, peers=peers, logs=logs, reps=1, interval_ms=1000, windows=3,
+                    concurrency=(1, 4, 16))
+        else:
+            s = cls(quick=False, peers=peers, logs=logs)
+        if reps is not None:
+            s.reps = reps
+        return s
+
+
+@dataclass
+class Trial:
+    """What one contestant produced in one repetition."""
+
+    contestant: str
+    rep: int
+    results: list[PerfResult]
+
+
+def log(message: str) -> None:
+    """Progress on stderr, with a timestamp."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def measure(settings: Settings, server: Managed, model: str, concurrency: Sequence[int], tag: str, *,
+            shape: str | None = None, input_data: Path | None = None) -> list[PerfResult]:
+    """perf_analyzer against ``server``'s gRPC port at each level (bounded, see ``_perf``)."""
+    csv_path = settings.logs / f"{tag}.csv"
+    results: list[PerfResult] = []
+    for c in concurrency:
+        sample = cpu_sample(server)
+        (r,) = run_perf(settings.peers.perf_analyzer, model, server.ports["grpc"], (c,), csv_path,
+                        interval_ms=settings.interval_ms, windows=settings.windows, shape=shape,
+                        input_data=input_data)
+        r.cpu = sample.stop()
+        results.append(r)
+        cpu = f"[server {r.cpu['server_cores']:.2f} client {r.cpu['client_cores']:.2f} " \
+              f"others {r.cpu['foreign_cores']:.2f} cores]"
+        if r.ok:
+            log(f"  {tag} c={c}: {r.throughput:,.0f} infer/s p50 {r.p50_ms:.2f} ms p99 {r.p99_ms:.2f} ms {cpu}")
+        else:
+            log(f"  {tag} c={c}: FAILED {r.error}")
+    return results
+
+
+def warmup(settings: Settings, server: Managed, model: str, concurrency: int, tag: str, *,
+           shape: str | None = None, input_data: Path | None = None) -> None:
+    """One short, discarded perf_analyzer window: connections, caches, adaptive dispatch settle."""
+    run_perf(settings.peers.perf_analyzer, model, server.ports["grpc"], (concurrency,),
+             settings.logs / f"{tag}-warmup.csv", interval_ms=1000, windows=1, shape=shape, input_data=input_data)
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def aggregate(trials: list[Trial]) -> dict[str, dict[int, dict[str, Any]]]:
+    """contestant -> concurrency -> medians of throughput/p50/p99 and every sample."""
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for trial in trials:
+        for r in trial.results:
+            cell = out.setdefault(trial.contestant, {}).setdefault(
+                r.concurrency, {"throughput": [], "p50_ms": [], "p99_ms": [], "server_cores": [],
+                                "foreign_cores": [], "failures": []})
+            if r.ok:
+                cell["throughput"].append(r.throughput)
+                cell["p50_ms"].append(r.p50_ms)
+                cell["p99_ms"].append(r.p99_ms)
+                cell["server_cores"].append(r.cpu.get("server_cores", 0.0))
+                cell["foreign_cores"].append(r.cpu.get("foreign_cores", 0.0))
+            else:
+                cell["failures"].append(r.error)
+    for per_c in out.values():
+        for cell in per_c.values():
+            keys = ("throughput", "p50_ms", "p99_ms", "server_cores", "foreign_cores")
+            cell["samples"] = {k: list(cell[k]) for k in keys}
+            for k in keys:
+                cell[k] = _median(cell[k])
+    return out
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    """``a / b`` when both are known and ``b`` is not zero."""
+    return a / b if a is not None and b else None
+
+
+def save(name: str, data: dict[str, Any]) -> Path:
+    """Write ``benchmarks/out/<name>.json`` with the machine it ran on."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    data = {"benchmark": name, "python": platform.python_version(), "machine": platform.machine(),
+            "cpus": _cpus(), "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **data}
+    path = OUT / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    return path
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 0)
+
+
+@contextmanager
+def section_timer(name: str) -> Iterator[Callable[[], float]]:
+    """Log a section's start and end; yields a function that returns the elapsed seconds."""
+    t0 = time.monotonic()
+    log(f"== {name}")
+    yield lambda: time.monotonic() - t0
+    log(f"== {name}: done in {time.monotonic() - t0:.0f} s")

@@ -1,0 +1,177 @@
+"""Figure 1, the limit: what ``detect`` could do on this machine, and how close dagserve gets.
+
+Stage costs: each stage of the pipeline (decode, letterbox, the detector, NMS) is
+run alone, in this process, on the same real JPEGs, with the very kernels
+``dagserve serve`` builds (``Pipeline.start()`` creates them from the compiled
+plan). Cost = process CPU seconds per image, median over passes; the detector is
+timed at every batch size up to its node's ``max_batch_size`` and its cheapest
+per-image cost is used. Then
+
+    ideal throughput = cores / (sum of the stages' CPU seconds per image)
+
+which no server can beat on this machine: it is the work itself, with no
+serving, no hand-offs, no protocol, no client. dagserve then serves ``detect``
+at saturation under perf_analyzer; the figure is ``throughput / ideal``
+(target >= 0.85). A second, load-independent figure is the CPU efficiency:
+``ideal CPU per image / server CPU per image`` (what share of the server's CPU is
+the work itself), which other jobs on a shared machine do not distort.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+
+from benchmarks._common import Settings, Trial, aggregate, log, measure, ratio, save, warmup
+from benchmarks._detect import DetectSetup
+from benchmarks._proc import running
+from benchmarks._servers import settle, start_dagserve
+
+__all__ = ["model_statistics", "run", "stage_costs"]
+
+TARGET = 0.85
+
+
+def _kernels(setup: DetectSetup) -> dict[str, Any]:
+    """The four kernels exactly as the server creates them (one instance each)."""
+    from dagserve.runtime.pipeline import Pipeline
+
+    async def build() -> dict[str, Any]:
+        pipeline = Pipeline(setup.plan)
+        await pipeline.start()
+        try:
+            return {op: pipeline.runners[node.name].kernels[0] for op, node in setup.nodes.items()}
+        finally:
+            await pipeline.close()
+
+    return asyncio.run(build())
+
+
+def _cpu_per_item(fn: Any, items: list[Any], passes: int, per_call: int = 1) -> dict[str, float]:
+    """Median over ``passes`` of (process CPU, wall) seconds per item; ``fn(item)`` handles ``per_call`` items."""
+    cpu, wall = [], []
+    fn(items[0])  # first-call effects (allocations, lazy imports) are not the steady state
+    for _ in range(passes):
+        c0, w0 = time.process_time(), time.perf_counter()
+        for item in items:
+            fn(item)
+        cpu.append((time.process_time() - c0) / (len(items) * per_call))
+        wall.append((time.perf_counter() - w0) / (len(items) * per_call))
+    return {"cpu_s": statistics.median(cpu), "wall_s": statistics.median(wall)}
+
+
+def stage_costs(setup: DetectSetup, passes: int) -> dict[str, Any]:
+    """CPU seconds per image of each stage, and the detector's cost per batch size."""
+    k = _kernels(setup)
+    decode, letterbox, model, nms = k["image.decode"], k["image.letterbox"], k["model.onnx"], k["detect.nms"]
+    decoded = [decode({"data": jpeg})["image"] for jpeg in setup.images]
+    boxed = [letterbox({"image": image}) for image in decoded]
+    images = np.stack([b["image"] for b in boxed])
+    transforms = [b["transform"] for b in boxed]
+    model_port = next(iter(setup.nodes["model.onnx"].inputs))
+    out_port = next(iter(setup.nodes["model.onnx"].outputs))
+    preds = [np.asarray(model({model_port: images[i:i + 1]})[out_port])[0] for i in range(len(images))]
+
+    stages: dict[str, Any] = {
+        "decode": _cpu_per_item(lambda b: decode({"data": b}), setup.images, passes),
+        "letterbox": _cpu_per_item(lambda im: letterbox({"image": im}), decoded, passes),
+    }
+    max_batch = int(setup.nodes["model.onnx"].batching["max_batch_size"])
+    per_batch: dict[int, dict[str, float]] = {}
+    n = len(images)
+    for b in (1, 2, 4, 8, 16, 32):
+        if b > max_batch or b > n:
+            break
+        batches = [np.ascontiguousarray(images[i:i + b]) for i in range(0, n - n % b, b)]
+        per_batch[b] = _cpu_per_item(lambda x: model({model_port: x}), batches, max(1, passes // 2 + 1), b)
+    best = min(per_batch, key=lambda b: per_batch[b]["cpu_s"])
+    stages["model"] = {**per_batch[best], "batch_size": best}
+    pairs = list(zip(preds, transforms))
+    stages["nms"] = _cpu_per_item(lambda p: nms({"predictions": p[0], "transform": p[1]}), pairs, passes)
+    detections = [int(nms({"predictions": p, "transform": t})["count"]) for p, t in pairs]
+    total = sum(s["cpu_s"] for s in stages.values())
+    cores = len(os.sched_getaffinity(0))
+    return {
+        "images": len(setup.images),
+        "image_sizes": sorted({tuple(int(d) for d in im.shape[:2]) for im in decoded})[:5],
+        "jpeg_kb_mean": float(np.mean([len(j) for j in setup.images]) / 1024),
+        "detections_mean": float(np.mean(detections)),
+        "stages": stages,
+        "model_per_batch": per_batch,
+        "cpu_s_per_image": total,
+        "cores": cores,
+        "ideal_throughput": cores / total,
+    }
+
+
+def model_statistics(port: int, model: str) -> dict[str, Any]:
+    """Batch sizes the server ran (ModelStatistics), e.g. to see how full the detector's batches were."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+    try:
+        stats = client.get_inference_statistics(model, as_json=True)
+    finally:
+        client.close()
+    out: dict[str, Any] = {}
+    for m in stats.get("model_stats", []):
+        sizes = {int(b["batch_size"]): int(b["compute_infer"].get("count", 0)) for b in m.get("batch_stats", [])}
+        total = sum(sizes.values())
+        out = {"batches": sizes, "mean_batch": sum(k * v for k, v in sizes.items()) / total if total else None}
+    return out
+
+
+def run(settings: Settings, setup: DetectSetup) -> dict[str, Any]:
+    """Stage costs, then dagserve at saturation; save ``out/limit.json``."""
+    log("limit: stage costs (in-process, dagserve's own kernels)")
+    costs = stage_costs(setup, passes=2 if settings.quick else 5)
+    for name, stage in costs["stages"].items():
+        log(f"  {name}: {stage['cpu_s'] * 1000:.2f} ms CPU/image" + (
+            f" (batch {stage['batch_size']})" if "batch_size" in stage else ""))
+    log(f"  ideal: {costs['ideal_throughput']:.1f} images/s on {costs['cores']} cores")
+    levels = (8,) if settings.quick else (4, 8, 16)
+    trials: list[Trial] = []
+    batch_stats: list[dict[str, Any]] = []
+    for rep in range(settings.reps):
+        log(f"limit rep {rep + 1}/{settings.reps}: dagserve serve {setup.spec.name}")
+        tag = f"limit-dagserve-{rep}"
+        server = start_dagserve([setup.spec], settings.logs / f"{tag}.log")
+        with running(server):
+            warmup(settings, server, setup.name, max(levels), tag, input_data=setup.input_json)
+            trials.append(Trial("dagserve", rep, measure(settings, server, setup.name, levels, tag,
+                                                         input_data=setup.input_json)))
+            try:
+                batch_stats.append(model_statistics(server.ports["grpc"], setup.name))
+            except Exception as exc:  # statistics are a nicety; the figure does not depend on them
+                batch_stats.append({"error": str(exc)})
+        settle()
+    table = aggregate(trials)["dagserve"]
+    best_c = max(table, key=lambda c: table[c]["throughput"] or 0.0)
+    best = table[best_c]
+    ideal = costs["ideal_throughput"]
+    server_cpu = best["server_cores"] / best["throughput"] if best["throughput"] else None
+    data = {
+        "spec": str(setup.spec),
+        "reps": settings.reps,
+        "levels": list(levels),
+        "costs": costs,
+        "dagserve": table,
+        "best_concurrency": best_c,
+        "throughput": best["throughput"],
+        "ratio_to_ideal": ratio(best["throughput"], ideal),
+        "server_cpu_s_per_image": server_cpu,
+        "cpu_efficiency": ratio(costs["cpu_s_per_image"], server_cpu),
+        "foreign_cores": best["foreign_cores"],
+        "batch_stats": batch_stats,
+        "target": TARGET,
+    }
+    data["meets_target"] = bool(data["ratio_to_ideal"] is not None and data["ratio_to_ideal"] >= TARGET)
+    log(f"  dagserve: {best['throughput']:.1f} images/s at c={best_c} = {data['ratio_to_ideal']:.2f} of ideal; "
+        f"CPU efficiency {data['cpu_efficiency'] or 0:.2f}")
+    save("limit", data)
+    return data

@@ -1,0 +1,61 @@
+"""Figure 2, the protocol floor: ``identity`` on dagserve against a bare ``grpc.aio`` server.
+
+The bare server (``bare_grpc_server.py``) answers the same ModelInfer with nothing
+behind it, so the ratio dagserve / bare is the share of the transport's own
+ceiling that dagserve keeps while running a real (one-node) pipeline: request
+parsing and validation, queueing, batching, dispatch, response encoding.
+Target: >= 0.8 at concurrency 1 and 16. Triton's one-step python-backend
+ensemble is measured alongside for context (full mode).
+
+Each repetition restarts every server; the order alternates between repetitions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks._common import Settings, Trial, aggregate, log, measure, ratio, save, warmup
+from benchmarks._proc import running
+from benchmarks._servers import REPO, prepare_triton_repo, settle, start_bare, start_dagserve, start_triton
+
+__all__ = ["run"]
+
+LEVELS = (1, 16)
+SHAPE = "INPUT0:16"
+TARGET = 0.8
+
+
+def run(settings: Settings) -> dict[str, Any]:
+    """Measure, save ``out/protocol.json``, return it."""
+    contestants = ["bare", "dagserve"] + ([] if settings.quick else ["triton"])
+    triton_repo = prepare_triton_repo(settings.logs / "triton_identity", ["identity", "identity_step"], 1)
+    trials: list[Trial] = []
+    for rep in range(settings.reps):
+        order = contestants if rep % 2 == 0 else contestants[::-1]
+        for who in order:
+            log(f"protocol rep {rep + 1}/{settings.reps}: {who}")
+            tag = f"protocol-{who}-{rep}"
+            if who == "bare":
+                server = start_bare(settings.logs / f"{tag}.log")
+            elif who == "dagserve":
+                server = start_dagserve([REPO / "pipelines" / "identity.yaml"], settings.logs / f"{tag}.log")
+            else:
+                server = start_triton(settings.peers, triton_repo, settings.logs / f"{tag}.log")
+            with running(server):
+                warmup(settings, server, "identity", max(LEVELS), tag, shape=SHAPE)
+                trials.append(Trial(who, rep, measure(settings, server, "identity", LEVELS, tag, shape=SHAPE)))
+            settle()
+    table = aggregate(trials)
+    ratios = {c: ratio(table["dagserve"][c]["throughput"], table["bare"][c]["throughput"]) for c in LEVELS}
+    data = {
+        "levels": list(LEVELS),
+        "reps": settings.reps,
+        "interval_ms": settings.interval_ms,
+        "windows": settings.windows,
+        "results": table,
+        "ratio_dagserve_to_bare": ratios,
+        "target": TARGET,
+        "meets_target": all(r is not None and r >= TARGET for r in ratios.values()),
+    }
+    save("protocol", data)
+    return data
