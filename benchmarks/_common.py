@@ -35,7 +35,7 @@ class Settings:
     peers: Peers
     logs: Path
     reps: int = 3
-    interval_ms: int = 2000
+    interval_ms: int = 1500
     windows: int = 3
     concurrency: tuple[int, ...] = (1, 2, 4, 8, 16)
     out: Path = OUT

@@ -26,7 +26,7 @@ CONCURRENCY = 8
 
 
 def _grid(quick: bool, max_batch: int) -> tuple[list[int], list[int]]:
-    sizes = [1, 4, 8] if quick else [1, 2, 4, 8, 16]
+    sizes = [1, 4, 8] if quick else [1, 4, 8, 16]
     delays = [0, 2000] if quick else [0, 2000, 8000]
     return sorted({min(s, max_batch) for s in sizes}), delays
 

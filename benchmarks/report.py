@@ -119,16 +119,18 @@ def _plot_limit(limit: dict[str, Any], sbs: dict[str, Any] | None) -> str:
     ax1.set_ylabel("ms of CPU per image")
     ax1.set_title("detect: cost of each stage, alone")
     ax1.legend(fontsize=8)
-    bars = {"ideal (2 cores)": costs["ideal_throughput"], "dagserve": limit.get("throughput") or 0.0}
+    bars = {"ideal (2 cores)": costs["ideal_throughput"]}
+    if limit.get("parallel"):
+        bars["in-process\n2 threads"] = limit["parallel"]["throughput"]
+    bars["dagserve"] = limit.get("throughput") or 0.0
     if sbs and sbs.get("detect"):
         section = sbs["detect"]
         for who in ("triton-1", "triton-2"):
             table = section["results"].get(who, {})
             best = max((_cell(table, c).get("throughput") or 0.0 for c in sbs["levels"]), default=0.0)
             bars[who] = best
-    c = CONTESTANT_COLOURS
-    colours = ["#7f7f7f", c["dagserve"], c["triton-1"], c["triton-2"]]
-    ax2.bar(list(bars), list(bars.values()), color=colours[:len(bars)])
+    palette = {"ideal (2 cores)": "#7f7f7f", "in-process\n2 threads": "#bcbd22", **CONTESTANT_COLOURS}
+    ax2.bar(list(bars), list(bars.values()), color=[palette.get(k, "#333333") for k in bars])
     for i, v in enumerate(bars.values()):
         ax2.text(i, v, f"{v:.0f}\n({v / costs['ideal_throughput']:.2f})", ha="center", va="bottom", fontsize=8)
     ax2.set_ylabel("images/s (fraction of ideal)")
@@ -228,7 +230,9 @@ def _summary(limit: dict[str, Any] | None, proto: dict[str, Any] | None, sbs: di
     if limit:
         lines.append(f"| 1. detect on dagserve / ideal (2 cores) | {_f(limit['ratio_to_ideal'], 2)} "
                      f"({_f(limit['throughput'], 1)} of {_f(limit['costs']['ideal_throughput'], 1)} images/s); "
-                     f"CPU efficiency {_f(limit.get('cpu_efficiency'), 2)} | ≥ 0.85 | {_yes(limit['meets_target'])} |")
+                     f"CPU efficiency {_f(limit.get('cpu_efficiency'), 2)}; "
+                     f"{_f(limit.get('ratio_to_parallel'), 2)} of 2 threads in-process | ≥ 0.85 | "
+                     f"{_yes(limit['meets_target'])} |")
     else:
         lines.append("| 1. detect on dagserve / ideal | not measured (no detect pipeline yet) | ≥ 0.85 | — |")
     if proto:
@@ -354,6 +358,13 @@ def _limit_lines(limit: dict[str, Any] | None, image: str | None) -> list[str]:
                    f"{_f(cell.get('p99_ms'), 1)} | {_f(cell.get('server_cores'), 2)} | "
                    f"{_f(cell.get('foreign_cores'), 2)} |")
     out.append("")
+    par = limit.get("parallel")
+    if par:
+        out.append(f"In-process, no server, {par['threads']} threads each running the whole chain per image: "
+                   f"**{par['throughput']:.1f} images/s** ({_f((par.get('cpu_s_per_image') or 0) * 1000, 2)} ms CPU "
+                   f"per image: the stages slow each other down when they share the machine); dagserve reaches "
+                   f"**{_f(limit.get('ratio_to_parallel'), 2)}** of that.")
+        out.append("")
     out.append(f"**dagserve / ideal = {_f(limit['ratio_to_ideal'], 2)}** at c={limit['best_concurrency']} "
                f"(target ≥ 0.85). Server CPU per image "
                f"{_f((limit.get('server_cpu_s_per_image') or 0) * 1000, 2)} ms vs "
