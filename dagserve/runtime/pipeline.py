@@ -100,20 +100,47 @@ def _ref_type(plan: Plan, ref: str) -> TensorType:
 
 
 class _LoopThread:
-    """An event loop running in a daemon thread, for the synchronous API."""
+    """An event loop running in a daemon thread, for the synchronous API.
+
+    :meth:`stop` lets every coroutine submitted before it finish (they fail fast
+    once the pipeline is closed) and refuses later ones, so no caller of
+    :meth:`run` waits forever on a loop that stopped under it.
+    """
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        self._lock = threading.Lock()
+        self._stopped = False
         self._thread = threading.Thread(target=self.loop.run_forever, name="dagserve-loop", daemon=True)
         self._thread.start()
 
     def run(self, coro: Any, timeout: float | None = None) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        with self._lock:
+            if self._stopped:
+                coro.close()
+                raise UnavailableError("the pipeline was shut down")
+            future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return future.result(timeout)
+
+    @staticmethod
+    async def _settle() -> None:
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if others:
+            await asyncio.wait(others, timeout=5)
 
     def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=5)
-        self.loop.close()
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            settled = asyncio.run_coroutine_threadsafe(self._settle(), self.loop)
+        try:
+            settled.result(10)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=5)
+            if not self._thread.is_alive():
+                self.loop.close()
 
 
 class Pipeline:
@@ -381,7 +408,20 @@ class Pipeline:
         return outputs
 
     def infer(self, inputs: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
-        """Synchronous :meth:`infer_async` (runs the pipeline on a background loop)."""
+        """Synchronous :meth:`infer_async` (runs the pipeline on a background loop).
+
+        Raises:
+            RequestError: as :meth:`infer_async`.
+            RuntimeError: called on the event loop the pipeline runs on (it would
+                wait for itself forever): ``await pipeline.infer_async(...)`` there.
+        """
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not None and running is self._loop:
+            raise RuntimeError(f"pipeline '{self.name}': infer() called on the event loop the pipeline runs on "
+                               "would block it forever; use 'await pipeline.infer_async(...)' there")
         with self._start_lock:
             if self._closed:
                 raise UnavailableError(f"pipeline '{self.name}' is closed")
@@ -393,7 +433,8 @@ class Pipeline:
                     loop_thread.stop()  # a failed start leaves no thread behind
                     raise
                 self._loop_thread = loop_thread
-        return self._loop_thread.run(self.infer_async(inputs, **kwargs))  # type: ignore[no-any-return]
+            loop_thread = self._loop_thread  # shutdown() may clear the attribute meanwhile
+        return loop_thread.run(self.infer_async(inputs, **kwargs))  # type: ignore[no-any-return]
 
     def shutdown(self) -> None:
         """Synchronous close for pipelines used through :meth:`infer`."""
@@ -466,7 +507,7 @@ class Pipeline:
         try:
             outputs = {t.name: self._output(request, t) for t in self.plan.outputs}
         except Exception as exc:
-            request.fail(DagserveError(f"pipeline '{self.name}': could not assemble outputs: {exc}"))
+            request.fail(RequestError(f"pipeline '{self.name}': could not assemble the outputs: {exc}"))
             return
         request.succeed(outputs)
 
@@ -502,11 +543,22 @@ def _as_array(value: Any, spec: TensorType, batched: bool) -> Any:
     return np.asarray(value)
 
 
+def _dtype_name(dtype: Any) -> str:
+    """A dtype's name as specs spell it: NumPy's, or a DLPack producer's (``torch.float32`` -> ``float32``)."""
+    if dtype is None:
+        return "None"
+    try:
+        kind = np.dtype(dtype).kind
+    except TypeError:  # not a NumPy dtype (torch, ...): use its own name
+        return str(dtype).rpartition(".")[2]
+    return "bytes" if kind == "O" else str(np.dtype(dtype))
+
+
 def _check_type(pipeline: str, name: str, value: Any, spec: TensorType, batched: bool, max_batch: int) -> None:
     shape = tuple(getattr(value, "shape", ()))
     dtype = getattr(value, "dtype", None)
     want_dtype = "bytes" if spec.dtype == "bytes" else spec.dtype
-    got_dtype = "bytes" if dtype is not None and np.dtype(dtype).kind == "O" else str(dtype)
+    got_dtype = _dtype_name(dtype)
     expected = spec.render(batched)
     if got_dtype != want_dtype:
         raise InvalidInputError(

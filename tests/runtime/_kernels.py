@@ -98,11 +98,12 @@ class SumKernel(_Base):
 
 
 class PassKernel(_Base):
-    """y = x, the very same object; records the data pointer it was handed."""
+    """y = x, the very same object; records the object and (NumPy) the data pointer it was handed."""
 
     def __call__(self, inputs: dict[str, Any]) -> dict[str, Any]:
         x = inputs["x"]
-        _record(self.node, n=len(x), ptr=x.__array_interface__["data"][0], array=x)
+        ptr = x.__array_interface__["data"][0] if hasattr(x, "__array_interface__") else None
+        _record(self.node, n=len(x), ptr=ptr, array=x)
         return {"y": x}
 
 
@@ -256,6 +257,21 @@ class KeyErrorKernel(_Base):
         return {"y": inputs["no_such_port"]}
 
 
+class VaryingKernel(_Base):
+    """Per item: y = zeros(x[0] + 1), a shape that varies although the port is declared uniform."""
+
+    per_item = True
+
+    def __call__(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        return {"y": np.zeros(int(inputs["x"].reshape(-1)[0]) + 1, dtype=np.float32)}
+
+
+def slow_load(ctx: KernelContext) -> Any:
+    """An AddKernel whose creation takes ``seconds`` (a model that loads slowly)."""
+    time.sleep(float(ctx.params.get("seconds", 0.2)))
+    return AddKernel(ctx)
+
+
 def failing_factory(ctx: KernelContext) -> Any:
     """A factory that cannot create its kernel (a model that does not load)."""
     raise RuntimeError(f"cannot load the model of node '{ctx.node}'")
@@ -289,6 +305,7 @@ cheap = _factory(CheapKernel)
 boom = _factory(BoomKernel)
 inline_boom = _factory(InlineBoomKernel)
 key_error = _factory(KeyErrorKernel)
+varying = _factory(VaryingKernel)
 
 
 def _same(ctx: InferContext) -> dict[str, TensorType]:
@@ -356,6 +373,8 @@ TEST_OPS: list[OpDef] = [
     _op("key_error", "key_error"),
     _op("cannot_load", "failing_factory"),
     _op("no_kernel", "no_such_factory"),
+    _op("varying", "varying"),
+    _op("slow_load", "slow_load"),
 ]
 
 

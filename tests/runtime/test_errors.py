@@ -370,3 +370,30 @@ def test_invalid_input_to_unbatched_pipeline_reports_shape_without_batch_dim(mak
 def test_every_request_error_maps_to_a_status() -> None:
     for cls in (InvalidInputError, QueueFullError, DeadlineExceededError):
         assert issubclass(cls, RequestError) and cls.status != "INTERNAL"
+
+
+def test_outputs_that_cannot_be_assembled_fail_the_request_with_a_counted_request_error(
+        make_pipeline: MakePipeline) -> None:
+    spec = """
+    dagserve: 1
+    name: varying
+    max_batch_size: 4
+    inputs:
+      x: {dtype: float32, shape: [4]}
+    outputs:
+      y: v.y
+    nodes:
+      v: {op: test.varying, inputs: {x: inputs.x}}
+    """
+
+    async def main() -> Pipeline:
+        async with make_pipeline(spec) as p:
+            with pytest.raises(RequestError, match="pipeline 'varying': could not assemble the outputs: ") as info:
+                await p.infer_async({"x": tagged([1, 2])})
+            assert info.value.status == "INTERNAL"
+            ok = await p.infer_async({"x": tagged([3])})
+            assert ok["y"].shape == (1, 4)
+            return p
+
+    p = run_async(main())
+    assert p.stats.failure == {"INTERNAL": 1} and p.stats.success == 1

@@ -304,3 +304,90 @@ def test_request_completes_once_whatever_the_order_of_fail_and_succeed() -> None
         assert not gone.live and not gone.fail(RuntimeError("x")) and gone.timer is None
 
     run_async(main())
+
+
+def test_close_during_start_makes_the_start_fail_and_leaves_nothing_running(make_pipeline: MakePipeline) -> None:
+    spec = """
+    dagserve: 1
+    name: slow_start
+    max_batch_size: 4
+    inputs:
+      x: {dtype: float32, shape: [4]}
+    outputs:
+      y: model.y
+    nodes:
+      model: {op: test.slow_load, inputs: {x: inputs.x}, params: {seconds: 0.2}}
+    """
+    before = _threads()
+
+    async def main() -> Pipeline:
+        p = make_pipeline(spec)
+        starting = asyncio.ensure_future(p.infer_async({"x": tagged([1])}))
+        waiting = asyncio.ensure_future(p.infer_async({"x": tagged([2])}))
+        await asyncio.sleep(0.05)
+        await p.close()
+        for task in (starting, waiting):
+            with pytest.raises(UnavailableError, match="closed"):
+                await task
+        return p
+
+    p = run_async(main(), timeout=5)
+    assert not p.ready and p._executor is None and not p.runners
+    assert not _wait_for_threads_to_go(before)
+
+
+def test_sync_infer_called_on_the_pipeline_loop_raises_instead_of_deadlocking(make_pipeline: MakePipeline) -> None:
+    async def main() -> None:
+        async with make_pipeline(DIAMOND) as p:
+            with pytest.raises(RuntimeError, match=r"use 'await pipeline\.infer_async"):
+                p.infer({"x": tagged([1])})
+
+    run_async(main(), timeout=5)
+
+
+def test_sync_infer_racing_shutdown_from_other_threads_never_hangs(make_pipeline: MakePipeline) -> None:
+    p = make_pipeline(DIAMOND)
+    p.infer({"x": tagged([0])})
+    outcomes: list[str] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            try:
+                p.infer({"x": tagged([1])})
+                outcomes.append("ok")
+            except UnavailableError:
+                outcomes.append("unavailable")
+                return
+
+    before = _threads()
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.05)
+    p.shutdown()
+    stop.set()
+    for t in threads:
+        t.join(5)
+    assert not any(t.is_alive() for t in threads), "a caller hangs on a stopped loop"
+    assert "ok" in outcomes and outcomes.count("unavailable") <= 4
+    assert not (_wait_for_threads_to_go(before) - {t.name for t in threads})
+
+
+def test_loop_thread_stop_lets_coroutines_submitted_before_it_finish_and_refuses_later_ones() -> None:
+    """The interleaving behind a shutdown() race: a submission queued just before stop() must not hang."""
+    from dagserve.runtime.pipeline import _LoopThread
+
+    loop_thread = _LoopThread()
+    loop_thread.loop.call_soon_threadsafe(time.sleep, 0.2)  # keep the loop busy: what follows queues up
+    results: list[Any] = []
+    caller = threading.Thread(target=lambda: results.append(loop_thread.run(asyncio.sleep(0.01, result=42))),
+                              daemon=True)
+    caller.start()
+    time.sleep(0.05)  # its task creation now waits in the loop's queue, ahead of stop()
+    loop_thread.stop()
+    caller.join(2)
+    assert not caller.is_alive(), "the caller waits forever on a loop that stopped under it"
+    assert results == [42]
+    with pytest.raises(UnavailableError, match="shut down"):
+        loop_thread.run(asyncio.sleep(0))

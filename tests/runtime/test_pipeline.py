@@ -542,3 +542,29 @@ def test_sync_infer_from_many_threads_gives_each_caller_its_own_result(make_pipe
         p.shutdown()
     for k in range(8):
         np.testing.assert_array_equal(results[k], tagged([k]) * 3 + 11)
+
+
+def test_zero_copy_a_torch_tensor_input_reaches_the_kernel_as_is(make_pipeline: MakePipeline) -> None:
+    torch = pytest.importorskip("torch")
+    t = torch.arange(8, dtype=torch.float32).reshape(2, 4)
+
+    async def main() -> dict[str, np.ndarray]:
+        async with make_pipeline(PASS_CHAIN.format(mbs=8)) as p:
+            return await p.infer_async({"x": t})
+
+    out = run_async(main())
+    assert SEEN["first"][0]["array"] is t and SEEN["second"][0]["array"] is t
+    assert isinstance(out["y"], np.ndarray) and np.shares_memory(out["y"], t.numpy())
+    np.testing.assert_array_equal(out["y"], t.numpy())
+
+
+def test_torch_tensor_of_the_wrong_dtype_is_an_invalid_input_not_a_type_error(make_pipeline: MakePipeline) -> None:
+    torch = pytest.importorskip("torch")
+    from dagserve.errors import InvalidInputError
+
+    async def main() -> None:
+        async with make_pipeline(PASS_CHAIN.format(mbs=8)) as p:
+            with pytest.raises(InvalidInputError, match=r"expected float32\[N,4\], got float64\[2, 4\]"):
+                await p.infer_async({"x": torch.zeros(2, 4, dtype=torch.float64)})
+
+    run_async(main())

@@ -66,7 +66,7 @@ async def _settle() -> None:
 
 
 def _alive(cls: type) -> int:
-    return sum(isinstance(o, cls) for o in gc.get_objects())
+    return sum(type(o) is cls for o in gc.get_objects())
 
 
 def test_thousand_concurrent_requests_are_all_answered_and_nothing_grows(make_pipeline: MakePipeline) -> None:
