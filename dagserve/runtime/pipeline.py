@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import itertools
+import logging
 import os
 import threading
 import time
@@ -44,6 +45,8 @@ from dagserve.runtime.values import ItemValue, gather
 from dagserve.types import DTYPES, TensorType, parse_device
 
 __all__ = ["Pipeline"]
+
+log = logging.getLogger(__name__)
 
 _ids = itertools.count(1)
 
@@ -193,6 +196,12 @@ class Pipeline:
             for producer in producers:
                 self._consumers.setdefault(producer, []).append(node.name)
 
+    def _variadic(self, node: PlanNode, port: str) -> bool:
+        """The op declares ``port`` variadic: its kernel gets a list even for a single reference."""
+        op = self.registry.get(node.op) if node.op else None
+        definition = op.input_port(port) if op is not None else None
+        return definition is not None and definition.variadic
+
     @property
     def ready(self) -> bool:
         return self._accepting
@@ -253,8 +262,8 @@ class Pipeline:
                 for i in range(node.instances)
             ))
             sources = [
-                PortSource(port, tuple(refs), tuple(self._ragged_of(r) for r in refs), len(refs) > 1 or
-                           port in getattr(node, "variadic", ()))
+                PortSource(port, tuple(refs), tuple(self._ragged_of(r) for r in refs),
+                           len(refs) > 1 or self._variadic(node, port))
                 for port, refs in node.inputs.items()
             ]
             runner = NodeRunner(
@@ -267,15 +276,19 @@ class Pipeline:
             runner.start(self._pumps)
 
     async def close(self, drain: bool = True, timeout: float | None = None) -> None:
-        """Stop accepting; with ``drain`` finish what is in flight (up to ``timeout`` s); stop.
+        """Stop accepting; with ``drain`` finish what is in flight; stop. All within ``timeout`` s.
 
         Requests still running after the timeout fail with UNAVAILABLE, never silently.
-        Closing is final: later requests fail with UNAVAILABLE.
+        A kernel still running then (stuck) is left to its thread: close() returns
+        anyway, and logs which node it gave up on. Closing is final: later requests
+        fail with UNAVAILABLE.
         """
         self._accepting = False
         self._closed = True
         if self._loop is None or self._starting is not None:
             return  # never started, or still starting: start() sees _closed and undoes itself
+        loop = self._loop
+        deadline = None if timeout is None else loop.time() + timeout
         if drain and self._in_flight:
             assert self._idle is not None
             for runner in self.runners.values():
@@ -290,11 +303,23 @@ class Pipeline:
             if not future.done():
                 future.set_exception(UnavailableError(f"pipeline '{self.name}' shut down before the request finished"))
         for runner in self.runners.values():
-            await runner.stop()
+            runner.stop_dispatch()
+        stuck = []
+        for runner in self.runners.values():
+            if not runner.busy:
+                continue
+            remaining = None if deadline is None else max(0.0, deadline - loop.time())
+            try:
+                await asyncio.wait_for(runner.stop(), remaining)
+            except asyncio.TimeoutError:
+                stuck.append(runner.name)
+        if stuck:
+            log.warning("pipeline '%s': closed while node(s) %s still ran a batch (timeout %s s)",
+                        self.name, ", ".join(stuck), timeout)
         if self._executor is not None:
             # Every batch has finished (runner.stop waited), so the workers are idle and
             # exit at once: wait for them, so that no thread outlives the pipeline.
-            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor.shutdown(wait=not stuck, cancel_futures=True)
             self._executor = None
         self._loop = None
 
@@ -554,29 +579,33 @@ def _dtype_name(dtype: Any) -> str:
     return "bytes" if kind == "O" else str(np.dtype(dtype))
 
 
+_NP_DTYPES: dict[str, np.dtype[Any]] = {name: np.dtype(np_name) for name, (np_name, _) in DTYPES.items()}
+
+
 def _check_type(pipeline: str, name: str, value: Any, spec: TensorType, batched: bool, max_batch: int) -> None:
     shape = tuple(getattr(value, "shape", ()))
     dtype = getattr(value, "dtype", None)
-    want_dtype = "bytes" if spec.dtype == "bytes" else spec.dtype
-    got_dtype = _dtype_name(dtype)
-    expected = spec.render(batched)
-    if got_dtype != want_dtype:
-        raise InvalidInputError(
-            f"pipeline '{pipeline}' input '{name}': expected {expected}, got {got_dtype}{list(shape)}")
+    # Fast path (the per-request hot path): a NumPy array of exactly the declared dtype.
+    if not (isinstance(value, np.ndarray) and dtype == _NP_DTYPES[spec.dtype]):
+        got_dtype = _dtype_name(dtype)
+        if got_dtype != spec.dtype:
+            raise InvalidInputError(f"pipeline '{pipeline}' input '{name}': expected {spec.render(batched)}, "
+                                    f"got {got_dtype}{list(shape)}")
     item_shape = shape[1:] if batched else shape
     if batched:
         if len(shape) != spec.rank + 1:
-            raise InvalidInputError(f"pipeline '{pipeline}' input '{name}': expected {expected} "
+            raise InvalidInputError(f"pipeline '{pipeline}' input '{name}': expected {spec.render(batched)} "
                                     f"(rank {spec.rank + 1} with the batch dimension), got shape {list(shape)}")
         if not 1 <= shape[0] <= max_batch:
             raise InvalidInputError(f"pipeline '{pipeline}' input '{name}': batch size {shape[0]} is outside "
                                     f"1..{max_batch} (max_batch_size)")
     elif len(shape) != spec.rank:
-        raise InvalidInputError(f"pipeline '{pipeline}' input '{name}': expected {expected}, got shape {list(shape)}")
+        raise InvalidInputError(f"pipeline '{pipeline}' input '{name}': expected {spec.render(batched)}, "
+                                f"got shape {list(shape)}")
     for got, want in zip(item_shape, spec.shape):
         if isinstance(want, int) and got != want:
-            raise InvalidInputError(
-                f"pipeline '{pipeline}' input '{name}': expected {expected}, got shape {list(shape)}")
+            raise InvalidInputError(f"pipeline '{pipeline}' input '{name}': expected {spec.render(batched)}, "
+                                    f"got shape {list(shape)}")
     if spec.dtype == "bytes":
         flat = value.reshape(-1)
         for item in flat:

@@ -52,11 +52,21 @@ def triton_dtype(spec_dtype: str) -> str:
     return DTYPES[spec_dtype][1]
 
 
+_WIRE_DTYPES: dict[str, np.dtype[Any]] = {
+    triton: np.dtype(np_name) if spec in ("bytes", "bool") else np.dtype(np_name).newbyteorder("<")
+    for spec, (np_name, triton) in DTYPES.items()
+}
+"""KServe datatype -> the (little-endian) NumPy dtype of its raw bytes."""
+
+_DATATYPE_OF: dict[np.dtype[Any], str] = {np.dtype(np_name): triton for np_name, triton in DTYPES.values()}
+"""NumPy dtype -> KServe datatype (native byte order; the hot path of every response)."""
+
+
 def _np_dtype(triton: str, name: str) -> np.dtype[Any]:
-    spec = TRITON_TO_SPEC.get(triton)
-    if spec is None:
+    dtype = _WIRE_DTYPES.get(triton)
+    if dtype is None:
         raise InvalidInputError(f"input '{name}': unsupported datatype '{triton}'")
-    return np.dtype(DTYPES[spec][0]).newbyteorder("<") if spec not in ("bytes", "bool") else np.dtype(DTYPES[spec][0])
+    return dtype
 
 
 def _check_shape(name: str, shape: Sequence[int]) -> int:
@@ -134,8 +144,10 @@ def to_raw(array: Any) -> tuple[str, list[int], bytes]:
     arr = np.asarray(array)
     if arr.dtype.kind in ("O", "S", "U"):
         return "BYTES", list(arr.shape), encode_bytes(arr)
-    spec = arr.dtype.name
-    if spec not in DTYPES:
-        raise ValueError(f"output dtype {arr.dtype} has no KServe datatype")
-    little = arr.astype(arr.dtype.newbyteorder("<"), copy=False) if arr.dtype.byteorder == ">" else arr
-    return DTYPES[spec][1], list(arr.shape), np.ascontiguousarray(little).tobytes()
+    datatype = _DATATYPE_OF.get(arr.dtype)
+    if datatype is None:
+        if arr.dtype.byteorder != ">" or arr.dtype.newbyteorder("=") not in _DATATYPE_OF:
+            raise ValueError(f"output dtype {arr.dtype} has no KServe datatype")
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+        datatype = _DATATYPE_OF[arr.dtype.newbyteorder("=")]
+    return datatype, list(arr.shape), arr.tobytes()
