@@ -122,7 +122,7 @@ class Server:
             await runner.setup()
             site = web.TCPSite(runner, c.host, port)
             await site.start()
-            sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+            sockets = site._server.sockets if site._server else []  # type: ignore[union-attr,attr-defined]
             self.ports[kind] = sockets[0].getsockname()[1] if sockets else port
             self._http_runners.append(runner)
 

@@ -81,6 +81,11 @@ def _check_shape(name: str, shape: Sequence[int]) -> int:
 def decode_bytes(buffer: bytes | memoryview, count: int, name: str) -> np.ndarray[Any, Any]:
     """Parse ``count`` length-prefixed BYTES elements into an object array."""
     view = memoryview(buffer)
+    if count * 4 > len(view):
+        # Checked before allocating: a claimed shape must not make the server allocate for it.
+        raise InvalidInputError(
+            f"input '{name}': {count} BYTES elements need at least {count * 4} bytes (a 4-byte length each) "
+            f"but {len(view)} were sent")
     out = np.empty(count, dtype=object)
     offset = 0
     for i in range(count):
@@ -108,7 +113,7 @@ def encode_bytes(array: np.ndarray[Any, Any]) -> bytes:
     return b"".join(parts)
 
 
-def from_raw(name: str, datatype: str, shape: Sequence[int], raw: bytes) -> np.ndarray[Any, Any]:
+def from_raw(name: str, datatype: str, shape: Sequence[int], raw: bytes | memoryview) -> np.ndarray[Any, Any]:
     """An array view of a raw input buffer (no copy for fixed-size dtypes)."""
     count = _check_shape(name, shape)
     if datatype == "BYTES":

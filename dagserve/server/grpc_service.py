@@ -160,7 +160,9 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 name=entry.name, version=version, state=entry.state, reason=entry.reason))
         return pb.RepositoryIndexResponse(models=models)
 
-    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context: Any) -> pb.RepositoryModelLoadResponse:
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Any
+    ) -> pb.RepositoryModelLoadResponse:
         try:
             await self.repository.load(request.model_name)
         except Exception as exc:
@@ -168,7 +170,9 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             raise
         return pb.RepositoryModelLoadResponse()
 
-    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest, context: Any) -> pb.RepositoryModelUnloadResponse:
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Any
+    ) -> pb.RepositoryModelUnloadResponse:
         try:
             await self.repository.unload(request.model_name)
         except Exception as exc:
@@ -187,7 +191,9 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         reply = await run_call(self.repository, call)
         return encode_response(reply)
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInferResponse:
         try:
             return await self._infer(request, context.time_remaining())
         except asyncio.CancelledError:

@@ -66,6 +66,8 @@ def parse_priority_timeout(parameters: dict[str, Any]) -> tuple[int | None, floa
         raise InvalidInputError(f"invalid 'priority' or 'timeout' parameter: {exc}") from exc
     if p is not None and p < 0:
         raise InvalidInputError(f"invalid 'priority' parameter {p}: must be >= 0")
+    if t is not None and t < 0:
+        raise InvalidInputError(f"invalid 'timeout' parameter {timeout_us}: must be >= 0 (microseconds)")
     return p, t
 
 
