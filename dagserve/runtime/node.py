@@ -173,12 +173,16 @@ class NodeRunner:
         if len(self.batcher):
             self._kick()
 
-    async def stop(self) -> None:
-        """Stop dispatching (the pipeline drains requests first) and wait for running batches."""
+    def stop_dispatch(self) -> None:
+        """Start no more batches and disarm the timer (the pipeline drained requests first)."""
         self._closing = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    async def stop(self) -> None:
+        """Stop dispatching and wait for the batches still running."""
+        self.stop_dispatch()
         while self.busy:
             assert self._loop is not None
             waiter = self._loop.create_future()

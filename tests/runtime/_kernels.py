@@ -20,13 +20,16 @@ from dagserve.ops.base import InferContext, KernelContext, OpDef, PortDef
 from dagserve.ops.registry import OpRegistry, default_registry
 from dagserve.types import TensorType
 
-__all__ = ["BARRIERS", "RECORDING", "SEEN", "TEST_OPS", "make_registry", "reset"]
+__all__ = ["BARRIERS", "GATES", "RECORDING", "SEEN", "TEST_OPS", "make_registry", "open_gate", "reset"]
 
 SEEN: dict[str, list[dict[str, Any]]] = defaultdict(list)
 """node name -> one record per kernel call (batch or item)."""
 
 BARRIERS: dict[str, threading.Barrier] = {}
 """node name -> the barrier its ``test.barrier`` instances meet at."""
+
+GATES: dict[str, threading.Event] = {}
+"""node name -> the gate its ``test.gate`` kernel waits at (see :func:`open_gate`)."""
 
 RECORDING = [True]
 """Set ``RECORDING[0] = False`` to stop recording (memory-growth tests)."""
@@ -37,9 +40,22 @@ _LOCK = threading.Lock()
 def reset() -> None:
     """Forget every record and barrier, and record again (each test starts clean)."""
     with _LOCK:
+        for event in GATES.values():  # release any kernel a test left waiting
+            event.set()
+        GATES.clear()
         SEEN.clear()
         BARRIERS.clear()
         RECORDING[0] = True
+
+
+def _gate(node: str) -> threading.Event:
+    with _LOCK:
+        return GATES.setdefault(node, threading.Event())
+
+
+def open_gate(node: str) -> None:
+    """Let the ``test.gate`` kernel of ``node`` finish its batches (now and from now on)."""
+    _gate(node).set()
 
 
 def _record(node: str, **data: Any) -> None:
@@ -139,6 +155,19 @@ class SlowKernel(_Base):
         x = inputs["x"]
         _record(self.node, n=len(x), firsts=_firsts(x), start=time.monotonic())
         time.sleep(float(self.params.get("seconds", 0.05)))
+        return {"y": x}
+
+
+class GateKernel(_Base):
+    """y = x once the test opens this node's gate: holds an instance busy for as long as a test needs.
+
+    Records the batch after passing the gate, so records are in the order batches ran.
+    """
+
+    def __call__(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        x = inputs["x"]
+        _gate(self.node).wait(10)
+        _record(self.node, n=len(x), firsts=_firsts(x))
         return {"y": x}
 
 
@@ -306,6 +335,7 @@ boom = _factory(BoomKernel)
 inline_boom = _factory(InlineBoomKernel)
 key_error = _factory(KeyErrorKernel)
 varying = _factory(VaryingKernel)
+gate = _factory(GateKernel)
 
 
 def _same(ctx: InferContext) -> dict[str, TensorType]:
@@ -375,6 +405,7 @@ TEST_OPS: list[OpDef] = [
     _op("no_kernel", "no_such_factory"),
     _op("varying", "varying"),
     _op("slow_load", "slow_load"),
+    _op("gate", "gate"),
 ]
 
 

@@ -188,14 +188,14 @@ def scenarios(draw: st.DrawFn) -> tuple[BatchPolicy, int, list[Arrival], list[in
             draw(st.lists(st.integers(1, 400), min_size=1, max_size=10)))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(scenarios())
 def test_batcher_accounts_for_every_item_once_in_order_and_never_idles_past_a_delay(
         scenario: tuple[BatchPolicy, int, list[Arrival], list[int]]) -> None:
     simulate(*scenario)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(policy=policies(), instances=st.integers(1, 3), data=st.data())
 def test_batcher_without_deaths_dispatches_every_item_within_its_delay_when_instances_keep_up(
         policy: BatchPolicy, instances: int, data: st.DataObject) -> None:

@@ -23,7 +23,7 @@ from dagserve.errors import (
 )
 from dagserve.runtime.pipeline import Pipeline
 
-from ._kernels import SEEN
+from ._kernels import SEEN, open_gate
 from .conftest import run_async
 from .test_pipeline import tagged
 
@@ -42,16 +42,19 @@ inputs:
 outputs:
   y: {tail}.y
 nodes:
-  gate: {{op: test.slow, inputs: {{x: inputs.x}}, params: {{seconds: 0.1}}}}
+  gate: {{op: test.gate, inputs: {{x: inputs.x}}}}
 {node_yaml}
 """
 
 
 async def _batched_together(p: Pipeline, requests: list[np.ndarray], **kwargs: Any) -> list[Any]:
-    """Send ``requests`` while 'gate' is busy, so they reach the next node in one batch."""
+    """Send ``requests`` while 'gate' holds a first one, so they reach the next node in one batch."""
     first = asyncio.ensure_future(p.infer_async({"x": tagged([-100.0])}))
-    await asyncio.sleep(0.02)
-    outs = await asyncio.gather(*(p.infer_async({"x": x}, **kwargs) for x in requests), return_exceptions=True)
+    await asyncio.sleep(0)
+    rest = [asyncio.ensure_future(p.infer_async({"x": x}, **kwargs)) for x in requests]
+    await asyncio.sleep(0)
+    open_gate("gate")
+    outs = await asyncio.gather(*rest, return_exceptions=True)
     await asyncio.gather(first, return_exceptions=True)
     return list(outs)
 
@@ -160,9 +163,9 @@ def test_kernel_raising_a_base_exception_fails_its_request_and_the_node_keeps_wo
     np.testing.assert_array_equal(good["y"], tagged([2]))
 
 
-SLOW = """
+GATED = """
 dagserve: 1
-name: slow
+name: gated
 max_batch_size: 4
 inputs:
   x: {{dtype: float32, shape: [4]}}
@@ -170,11 +173,11 @@ outputs:
   y: work.y
 nodes:
   work:
-    op: test.slow
+    op: test.gate
     inputs: {{x: inputs.x}}
-    params: {{seconds: {seconds}}}
     batching: {{max_batch_size: 1{extra}}}
 """
+"""'work' holds each batch until the test calls ``open_gate("work")``."""
 
 
 def _seen_tags(node: str) -> list[float]:
@@ -184,14 +187,14 @@ def _seen_tags(node: str) -> list[float]:
 def test_timeout_raises_deadline_exceeded_and_its_items_leave_the_queue_uncomputed(
         make_pipeline: MakePipeline) -> None:
     async def main() -> None:
-        async with make_pipeline(SLOW.format(seconds=0.2, extra="")) as p:
+        async with make_pipeline(GATED.format(extra="")) as p:
             busy = asyncio.ensure_future(p.infer_async({"x": tagged([1])}))
-            await asyncio.sleep(0.01)
-            t0 = time.monotonic()
+            await asyncio.sleep(0)  # 'work' holds request 1 until the gate opens
             with pytest.raises(DeadlineExceededError, match=r"timed out after 0\.05 s") as info:
                 await p.infer_async({"x": tagged([2])}, timeout=0.05)
-            assert time.monotonic() - t0 < 0.15, "the deadline fired late"
+            assert not busy.done(), "the deadline fired only when the node freed up"
             assert info.value.status == "DEADLINE_EXCEEDED"
+            open_gate("work")
             await busy
             await asyncio.sleep(0.05)
             assert p.runners["work"].queue_depth == 0
@@ -205,14 +208,16 @@ def test_timeout_raises_deadline_exceeded_and_its_items_leave_the_queue_uncomput
 def test_node_timeout_us_expires_items_at_their_deadline_even_while_the_node_is_busy(
         make_pipeline: MakePipeline) -> None:
     async def main() -> None:
-        async with make_pipeline(SLOW.format(seconds=0.3, extra=", timeout_us: 30000")) as p:
+        async with make_pipeline(GATED.format(extra=", timeout_us: 30000")) as p:
             busy = asyncio.ensure_future(p.infer_async({"x": tagged([1])}))
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0)
             t0 = time.monotonic()
             with pytest.raises(DeadlineExceededError, match="waiting at node 'work'"):
                 await p.infer_async({"x": tagged([2])})
-            assert time.monotonic() - t0 < 0.15, "expired when the instance freed up, not at its deadline"
+            assert time.monotonic() - t0 >= 0.03
+            assert not busy.done(), "expired when the instance freed up, not at its deadline"
             assert p.runners["work"].queue_depth == 0
+            open_gate("work")
             await busy
             assert p.runners["work"].stats.dropped["expired"] == 1
 
@@ -222,16 +227,16 @@ def test_node_timeout_us_expires_items_at_their_deadline_even_while_the_node_is_
 
 def test_queue_full_rejects_at_once_with_resource_exhausted_and_others_succeed(make_pipeline: MakePipeline) -> None:
     async def main() -> None:
-        async with make_pipeline(SLOW.format(seconds=0.05, extra=", max_queue_size: 2")) as p:
+        async with make_pipeline(GATED.format(extra=", max_queue_size: 2")) as p:
             first = asyncio.ensure_future(p.infer_async({"x": tagged([1])}))
-            await asyncio.sleep(0.01)  # 'work' runs request 1; the queue holds the next two
+            await asyncio.sleep(0)  # 'work' holds request 1; the queue holds the next two
             queued = [asyncio.ensure_future(p.infer_async({"x": tagged([k])})) for k in (2, 3)]
             await asyncio.sleep(0)
-            t0 = time.monotonic()
             with pytest.raises(QueueFullError, match="queue of node 'work' is full") as info:
                 await p.infer_async({"x": tagged([4])})
-            assert time.monotonic() - t0 < 0.03, "the rejection waited for the queue"
+            assert not first.done(), "the rejection waited for the queue"
             assert info.value.status == "RESOURCE_EXHAUSTED"
+            open_gate("work")
             outs = await asyncio.gather(first, *queued)
             assert [float(o["y"][0, 0]) for o in outs] == [1, 2, 3]
             assert p.runners["work"].stats.rejected == 1
@@ -242,12 +247,13 @@ def test_queue_full_rejects_at_once_with_resource_exhausted_and_others_succeed(m
 
 def test_queue_full_for_a_multi_item_request_stops_queueing_its_remaining_items(make_pipeline: MakePipeline) -> None:
     async def main() -> None:
-        async with make_pipeline(SLOW.format(seconds=0.05, extra=", max_queue_size: 2")) as p:
+        async with make_pipeline(GATED.format(extra=", max_queue_size: 2")) as p:
             first = asyncio.ensure_future(p.infer_async({"x": tagged([1])}))
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0)
             with pytest.raises(QueueFullError):
                 await p.infer_async({"x": tagged([2, 3, 4, 5])})
             assert p.runners["work"].stats.rejected == 1, "one refusal per request, not per item"
+            open_gate("work")
             await first
             ok = await p.infer_async({"x": tagged([6])})
             assert float(ok["y"][0, 0]) == 6
@@ -260,14 +266,15 @@ def test_queue_full_for_a_multi_item_request_stops_queueing_its_remaining_items(
 
 def test_cancelling_the_awaiting_task_drops_its_items_before_compute(make_pipeline: MakePipeline) -> None:
     async def main() -> None:
-        async with make_pipeline(SLOW.format(seconds=0.1, extra="")) as p:
+        async with make_pipeline(GATED.format(extra="")) as p:
             busy = asyncio.ensure_future(p.infer_async({"x": tagged([1])}))
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0)
             doomed = asyncio.ensure_future(p.infer_async({"x": tagged([2])}, timeout=30))
             await asyncio.sleep(0.01)
             doomed.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await doomed
+            open_gate("work")
             await busy
             await asyncio.sleep(0.02)
             stats = p.runners["work"].stats
@@ -294,15 +301,16 @@ def test_cancelled_request_disarms_its_timeout_timer(make_pipeline: MakePipeline
     monkeypatch.setattr(request_module.Request, "__init__", spy)
 
     async def main() -> None:
-        async with make_pipeline(SLOW.format(seconds=0.05, extra="")) as p:
+        async with make_pipeline(GATED.format(extra="")) as p:
             busy = asyncio.ensure_future(p.infer_async({"x": tagged([1])}))
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0)
             doomed = asyncio.ensure_future(p.infer_async({"x": tagged([2])}, timeout=3600))
             await asyncio.sleep(0.01)
             doomed.cancel()
             await asyncio.gather(doomed, return_exceptions=True)
             await asyncio.sleep(0)
             assert created[1].timer is None, "the cancelled request's deadline timer is still armed"
+            open_gate("work")
             await busy
 
     run_async(main())

@@ -11,13 +11,14 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dagserve.runtime.pipeline import Pipeline
 
-from ._kernels import SEEN
+from ._kernels import SEEN, open_gate
 from .conftest import run_async
 
 MakePipeline = Callable[..., Pipeline]
@@ -70,7 +71,7 @@ inputs:
 outputs:
   y: double.y
 nodes:
-  gate:   {op: test.slow, inputs: {x: inputs.x}, params: {seconds: 0.1}, batching: {max_batch_size: 16}}
+  gate:   {op: test.gate, inputs: {x: inputs.x}, batching: {max_batch_size: 16}}
   plus:   {op: test.add, inputs: {x: gate.y}, params: {value: 1}}
   double: {op: test.mul, inputs: {x: plus.y}, params: {value: 2}}
 """
@@ -84,10 +85,12 @@ def test_results_are_split_back_per_request_in_order_when_batches_mix_requests(
     async def main() -> list[dict[str, np.ndarray]]:
         async with make_pipeline(SLOW_THEN_CHAIN) as p:
             first = asyncio.ensure_future(p.infer_async({"x": tagged([-5.0])}))
-            await asyncio.sleep(0.02)  # 'gate' is busy: the next requests queue up together
-            outs = await asyncio.gather(*(p.infer_async({"x": x}) for x in requests))
+            await asyncio.sleep(0)  # 'gate' holds the first request: the next ones queue up together
+            rest = [asyncio.ensure_future(p.infer_async({"x": x})) for x in requests]
+            await asyncio.sleep(0)
+            open_gate("gate")
             await first
-            return outs
+            return list(await asyncio.gather(*rest))
 
     outs = run_async(main())
     for x, out in zip(requests, outs):
@@ -158,7 +161,7 @@ def test_zero_copy_consumer_of_a_mixed_batch_gets_a_view_of_its_run_of_items(mak
     outputs:
       y: p.y
     nodes:
-      gate: {op: test.slow, inputs: {x: inputs.x}, params: {seconds: 0.1}}
+      gate: {op: test.gate, inputs: {x: inputs.x}}
       plus: {op: test.add, inputs: {x: gate.y}}
       p: {op: test.pass, inputs: {x: plus.y}, batching: {max_batch_size: 2}}
     """
@@ -166,10 +169,12 @@ def test_zero_copy_consumer_of_a_mixed_batch_gets_a_view_of_its_run_of_items(mak
     async def main() -> list[dict[str, np.ndarray]]:
         async with make_pipeline(spec) as p:
             first = asyncio.ensure_future(p.infer_async({"x": tagged([0.0])}))
-            await asyncio.sleep(0.02)
-            outs = await asyncio.gather(p.infer_async({"x": tagged([1, 2])}), p.infer_async({"x": tagged([3, 4])}))
+            await asyncio.sleep(0)
+            rest = [asyncio.ensure_future(p.infer_async({"x": tagged(t)})) for t in ([1, 2], [3, 4])]
+            await asyncio.sleep(0)
+            open_gate("gate")
             await first
-            return outs
+            return list(await asyncio.gather(*rest))
 
     outs = run_async(main())
     np.testing.assert_array_equal(outs[1]["y"], tagged([4, 5]))
@@ -376,19 +381,20 @@ def test_priority_one_overtakes_priority_two_at_a_busy_node(make_pipeline: MakeP
       y: work.y
     nodes:
       work:
-        op: test.slow
+        op: test.gate
         inputs: {x: inputs.x}
-        params: {seconds: 0.03}
         batching: {max_batch_size: 1, priority_levels: 2, default_priority: 2}
     """
 
     async def main() -> None:
         async with make_pipeline(spec) as p:
             busy = asyncio.ensure_future(p.infer_async({"x": tagged([0])}))
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0)  # 'work' holds it until the gate opens
             low = [asyncio.ensure_future(p.infer_async({"x": tagged([20 + k])}, priority=2)) for k in range(3)]
             await asyncio.sleep(0)
             high = [asyncio.ensure_future(p.infer_async({"x": tagged([10 + k])}, priority=1)) for k in range(3)]
+            await asyncio.sleep(0)
+            open_gate("work")
             await asyncio.gather(busy, *low, *high)
 
     run_async(main())
@@ -544,9 +550,45 @@ def test_sync_infer_from_many_threads_gives_each_caller_its_own_result(make_pipe
         np.testing.assert_array_equal(results[k], tagged([k]) * 3 + 11)
 
 
-def test_zero_copy_a_torch_tensor_input_reaches_the_kernel_as_is(make_pipeline: MakePipeline) -> None:
-    torch = pytest.importorskip("torch")
-    t = torch.arange(8, dtype=torch.float32).reshape(2, 4)
+class FakeDType:
+    """A dtype object NumPy does not know, named like torch's (``fake.float32``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __str__(self) -> str:
+        return f"fake.{self.name}"
+
+
+class FakeTensor:
+    """A DLPack producer that is not NumPy (as a torch or CuPy tensor is), over a NumPy array."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.array.shape
+
+    @property
+    def dtype(self) -> FakeDType:
+        return FakeDType(self.array.dtype.name)
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, key: object) -> FakeTensor:
+        return FakeTensor(self.array[key])  # type: ignore[index]
+
+    def __dlpack__(self, **kwargs: object) -> object:
+        return self.array.__dlpack__(**kwargs)  # type: ignore[arg-type]
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return self.array.__dlpack_device__()  # type: ignore[no-any-return]
+
+
+def test_zero_copy_a_non_numpy_dlpack_input_reaches_the_kernel_as_is(make_pipeline: MakePipeline) -> None:
+    t = FakeTensor(np.arange(8, dtype=np.float32).reshape(2, 4))
 
     async def main() -> dict[str, np.ndarray]:
         async with make_pipeline(PASS_CHAIN.format(mbs=8)) as p:
@@ -554,17 +596,60 @@ def test_zero_copy_a_torch_tensor_input_reaches_the_kernel_as_is(make_pipeline: 
 
     out = run_async(main())
     assert SEEN["first"][0]["array"] is t and SEEN["second"][0]["array"] is t
-    assert isinstance(out["y"], np.ndarray) and np.shares_memory(out["y"], t.numpy())
-    np.testing.assert_array_equal(out["y"], t.numpy())
+    assert isinstance(out["y"], np.ndarray) and np.shares_memory(out["y"], t.array)
+    np.testing.assert_array_equal(out["y"], t.array)
 
 
-def test_torch_tensor_of_the_wrong_dtype_is_an_invalid_input_not_a_type_error(make_pipeline: MakePipeline) -> None:
-    torch = pytest.importorskip("torch")
+def test_non_numpy_dlpack_input_of_the_wrong_dtype_is_an_invalid_input(make_pipeline: MakePipeline) -> None:
     from dagserve.errors import InvalidInputError
 
     async def main() -> None:
         async with make_pipeline(PASS_CHAIN.format(mbs=8)) as p:
             with pytest.raises(InvalidInputError, match=r"expected float32\[N,4\], got float64\[2, 4\]"):
-                await p.infer_async({"x": torch.zeros(2, 4, dtype=torch.float64)})
+                await p.infer_async({"x": FakeTensor(np.zeros((2, 4)))})
 
     run_async(main())
+
+
+def test_builtin_tensor_ops_fan_in_spec_gives_numpy_results() -> None:
+    """The compiler's fan_in example (variadic concat, split ports, transpose, slice, cast), unbatched."""
+    from dagserve.api import load_plan
+
+    specs = Path(__file__).resolve().parents[1] / "specs"
+    plan = load_plan(specs / "good" / "fan_in.yaml", root=str(specs))
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    w = np.arange(10, dtype=np.int32).reshape(2, 5)
+
+    async def main() -> dict[str, np.ndarray]:
+        async with Pipeline(plan) as p:
+            return await p.infer_async({"x": x, "w": w})
+
+    out = run_async(main())
+    joined = np.concatenate([x + 1, x * 2.5, x + 1, w.astype(np.float32)], axis=1)
+    np.testing.assert_array_equal(out["joined"], joined)
+    np.testing.assert_array_equal(out["head"], joined[:, :4])
+    np.testing.assert_array_equal(out["tail"], joined[:, 4:])
+    np.testing.assert_array_equal(out["flipped"], joined[:, :4].T)
+    np.testing.assert_array_equal(out["ints"], joined[:, 1:13:3].astype(np.int64))
+    assert out["ints"].dtype == np.int64
+
+
+def test_variadic_port_with_a_single_reference_still_gets_a_list(make_pipeline: MakePipeline) -> None:
+    spec = """
+    dagserve: 1
+    name: concat_one
+    max_batch_size: 4
+    inputs:
+      x: {dtype: float32, shape: [4]}
+    outputs:
+      y: joined.y
+    nodes:
+      joined: {op: tensor.concat, inputs: {x: [inputs.x]}, params: {axis: 0}}
+    """
+    x = tagged([1, 2])
+
+    async def main() -> dict[str, np.ndarray]:
+        async with make_pipeline(spec) as p:
+            return await p.infer_async({"x": x})
+
+    np.testing.assert_array_equal(run_async(main())["y"], x)
