@@ -42,7 +42,7 @@ from dagserve.runtime.node import NodeRunner, PortSource, Pumps, Result, Slot, _
 from dagserve.runtime.request import Request
 from dagserve.runtime.stats import PipelineStats
 from dagserve.runtime.values import ItemValue, gather
-from dagserve.types import DTYPES, TensorType, parse_device
+from dagserve.types import DTYPES, UNKNOWN, TensorType, parse_device
 
 __all__ = ["Pipeline"]
 
@@ -337,10 +337,18 @@ class Pipeline:
         batched = self.plan.max_batch_size > 0
         arrays: dict[str, Any] = {}
         count: int | None = None
+        symbols: dict[str, tuple[int, str]] = {}
         for name, spec in self._inputs.items():
-            value = _as_array(inputs[name], spec.type, batched)
-            _check_type(self.name, name, value, spec.type, batched, self.plan.max_batch_size)
-            n = value.shape[0] if batched else 1
+            raw = inputs[name]
+            if batched and spec.type.ragged and spec.type.dtype != "bytes" and isinstance(raw, (list, tuple)):
+                value: Any = _ragged_items(self.name, name, raw, spec.type, self.plan.max_batch_size)
+                n = len(value)
+            else:
+                value = _as_array(raw, spec.type, batched)
+                _check_type(self.name, name, value, spec.type, batched, self.plan.max_batch_size)
+                n = value.shape[0] if batched else 1
+                if not spec.type.ragged:
+                    _bind_symbols(self.name, name, tuple(value.shape)[1 if batched else 0:], spec.type, symbols)
             if count is not None and n != count:
                 raise InvalidInputError(
                     f"pipeline '{self.name}': inputs disagree on the batch size ({count} vs {n} for '{name}')")
@@ -566,6 +574,40 @@ def _as_array(value: Any, spec: TensorType, batched: bool) -> Any:
     if hasattr(value, "__dlpack__"):
         return value
     return np.asarray(value)
+
+
+def _bind_symbols(pipeline: str, name: str, item_shape: tuple[int, ...], spec: TensorType,
+                  symbols: dict[str, tuple[int, str]]) -> None:
+    """Check that every dimension named by a symbol (``L``) has one size across the inputs.
+
+    The compiler typed the graph assuming it (two ports sharing a symbol agree), so a
+    request that breaks it is refused here rather than failing inside some node.
+    """
+    for got, want in zip(item_shape, spec.shape):
+        if not isinstance(want, str) or want == UNKNOWN:
+            continue
+        seen = symbols.setdefault(want, (int(got), name))
+        if seen[0] != got:
+            where = f"input '{seen[1]}'" if seen[1] != name else "another dimension of it"
+            raise InvalidInputError(
+                f"pipeline '{pipeline}' input '{name}': dimension {want} is {got} but {where} has {want}={seen[0]}; "
+                f"inputs sharing a dimension name must agree")
+
+
+def _ragged_items(pipeline: str, name: str, items: Any, spec: TensorType, max_batch: int) -> list[Any]:
+    """A ragged input given as a list of items (each without the batch dimension), checked item by item."""
+    if not 1 <= len(items) <= max_batch:
+        raise InvalidInputError(f"pipeline '{pipeline}' input '{name}': batch size {len(items)} is outside "
+                                f"1..{max_batch} (max_batch_size)")
+    out = []
+    for k, item in enumerate(items):
+        value = _as_array(item, spec, False)
+        try:
+            _check_type(pipeline, name, value, spec, False, max_batch)
+        except InvalidInputError as exc:
+            raise InvalidInputError(str(exc).replace(f"input '{name}':", f"input '{name}' item {k}:", 1)) from None
+        out.append(value)
+    return out
 
 
 def _dtype_name(dtype: Any) -> str:

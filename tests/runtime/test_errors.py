@@ -405,3 +405,66 @@ def test_outputs_that_cannot_be_assembled_fail_the_request_with_a_counted_reques
 
     p = run_async(main())
     assert p.stats.failure == {"INTERNAL": 1} and p.stats.success == 1
+
+
+SYMBOLS = """
+dagserve: 1
+name: symbols
+max_batch_size: 4
+inputs:
+  a: {dtype: float32, shape: [L]}
+  b: {dtype: float32, shape: [L]}
+  sq: {dtype: float32, shape: [S, S]}
+outputs:
+  y: both.y
+  z: square.y
+nodes:
+  both: {op: test.sum, inputs: {a: inputs.a, b: inputs.b}}
+  square: {op: test.add, inputs: {x: inputs.sq}}
+"""
+
+
+@pytest.mark.parametrize(("shapes", "pattern"), [
+    (((1, 3), (1, 4), (1, 2, 2)),
+     r"input 'b': dimension L is 4 but input 'a' has L=3; inputs sharing a dimension name must agree"),
+    (((1, 3), (1, 3), (1, 2, 5)), r"input 'sq': dimension S is 5 but another dimension of it has S=2"),
+])
+def test_inputs_sharing_a_dimension_name_must_agree(
+        make_pipeline: MakePipeline, shapes: tuple[tuple[int, ...], ...], pattern: str) -> None:
+    async def main() -> None:
+        async with make_pipeline(SYMBOLS) as p:
+            ok = await p.infer_async({"a": np.ones((2, 5), np.float32), "b": np.ones((2, 5), np.float32),
+                                      "sq": np.zeros((2, 3, 3), np.float32)})
+            np.testing.assert_array_equal(ok["y"], np.full((2, 5), 2, np.float32))
+            with pytest.raises(InvalidInputError, match=pattern):
+                await p.infer_async({n: np.zeros(s, np.float32) for n, s in zip(("a", "b", "sq"), shapes)})
+
+    run_async(main())
+
+
+def test_ragged_input_item_with_a_wrong_dtype_or_shape_names_the_item(make_pipeline: MakePipeline) -> None:
+    spec = """
+    dagserve: 1
+    name: ragged_in
+    max_batch_size: 4
+    inputs:
+      seq: {dtype: float32, shape: [L, 2], ragged: true}
+    outputs:
+      total: total.y
+    nodes:
+      total: {op: test.ragged_sum, inputs: {x: inputs.seq}}
+    """
+
+    async def main() -> None:
+        async with make_pipeline(spec) as p:
+            good = np.ones((3, 2), np.float32)
+            with pytest.raises(InvalidInputError,
+                               match=r"input 'seq' item 1: expected float32\[L,2\] \(ragged\), got float64\[3, 2\]"):
+                await p.infer_async({"seq": [good, np.ones((3, 2))]})
+            with pytest.raises(InvalidInputError,
+                               match=r"input 'seq' item 0: expected float32\[L,2\] \(ragged\), got shape \[3, 5\]"):
+                await p.infer_async({"seq": [np.ones((3, 5), np.float32)]})
+            with pytest.raises(InvalidInputError, match=r"batch size 5 is outside 1\.\.4"):
+                await p.infer_async({"seq": [good] * 5})
+
+    run_async(main())

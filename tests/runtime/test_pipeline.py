@@ -653,3 +653,28 @@ def test_variadic_port_with_a_single_reference_still_gets_a_list(make_pipeline: 
             return await p.infer_async({"x": x})
 
     np.testing.assert_array_equal(run_async(main())["y"], x)
+
+
+def test_ragged_input_takes_a_list_of_differently_sized_items_without_copying(make_pipeline: MakePipeline) -> None:
+    spec = """
+    dagserve: 1
+    name: ragged_in
+    max_batch_size: 4
+    inputs:
+      seq: {dtype: float32, shape: [L], ragged: true}
+    outputs:
+      total: total.y
+      echo: inputs.seq
+    nodes:
+      total: {op: test.ragged_sum, inputs: {x: inputs.seq}}
+    """
+    items = [np.arange(3, dtype=np.float32), np.arange(5, dtype=np.float32)]
+
+    async def main() -> dict[str, object]:
+        async with make_pipeline(spec) as p:
+            return await p.infer_async({"seq": items})
+
+    out = run_async(main())
+    np.testing.assert_array_equal(out["total"], [[3.0], [10.0]])
+    echo = out["echo"]
+    assert isinstance(echo, list) and all(e is i for e, i in zip(echo, items))
