@@ -16,7 +16,7 @@ import tritonclient.http.aio as httpaio
 
 from ._server import ServerProcess
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]  # a server start can take 30 s on a busy machine
 
 
 def post(server: ServerProcess, path: str, body: bytes | str, headers: dict[str, str] | None = None,

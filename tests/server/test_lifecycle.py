@@ -19,7 +19,7 @@ from ._server import ServerProcess
 from .conftest import write_repo
 from .test_http import post
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]  # a server start can take 30 s on a busy machine
 
 
 def x4(value: float) -> grpcclient.InferInput:

@@ -18,7 +18,7 @@ from dagserve.server.metrics import METRICS
 
 from ._server import ServerProcess
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]  # a server start can take 30 s on a busy machine
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "server.md"
 
