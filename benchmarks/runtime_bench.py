@@ -335,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runs = args.runs or (1 if args.quick else 5)
     doc: dict[str, Any] = {
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
+                    "load_average_at_start": [round(v, 2) for v in os.getloadavg()]},
         "direct_chain_us": round(direct_chain_us(), 3),
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -348,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             doc["onnx"] = bench_onnx(directory, max(1, runs - 2), 512 if args.quick else 2048)
             doc["onnx_runtime_alone"] = single_call_ms(directory)
+    doc["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")

@@ -179,6 +179,7 @@ class PerItemKernel(_Base):
     def __call__(self, inputs: dict[str, Any]) -> dict[str, Any]:
         x = inputs["x"]
         _record(self.node, ndim=x.ndim, first=float(x.reshape(-1)[0]))
+        time.sleep(float(self.params.get("seconds", 0)))
         if float(x.reshape(-1)[0]) == float(self.params.get("marker", -1)):
             raise ValueError("per-item marker")
         return {"y": x * 3}

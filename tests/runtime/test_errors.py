@@ -468,3 +468,26 @@ def test_ragged_input_item_with_a_wrong_dtype_or_shape_names_the_item(make_pipel
                 await p.infer_async({"seq": [good] * 5})
 
     run_async(main())
+
+
+def test_per_item_kernel_skips_the_remaining_items_of_a_request_that_timed_out(make_pipeline: MakePipeline) -> None:
+    spec = """
+    dagserve: 1
+    name: per_item_deadline
+    max_batch_size: 8
+    inputs:
+      x: {dtype: float32, shape: [4]}
+    outputs:
+      y: each.y
+    nodes:
+      each: {op: test.per_item, inputs: {x: inputs.x}, params: {seconds: 0.05}}
+    """
+
+    async def main() -> None:
+        async with make_pipeline(spec) as p:
+            with pytest.raises(DeadlineExceededError):
+                await p.infer_async({"x": tagged(list(range(8)))}, timeout=0.07)
+        # close() waited for the batch that was running
+
+    run_async(main())
+    assert len(SEEN["each"]) < 8, "every item of the timed-out request was still computed"
