@@ -17,7 +17,9 @@ from benchmarks._perf import PerfResult, run_perf
 from benchmarks._proc import Managed, cpu_sample
 from benchmarks._servers import OUT, Peers
 
-__all__ = ["Settings", "Trial", "aggregate", "log", "measure", "ratio", "save", "section_timer", "warmup"]
+__all__ = [
+    "Settings", "Trial", "aggregate", "interleaved", "log", "measure", "ratio", "save", "section_timer", "warmup",
+]
 
 
 @dataclass
@@ -95,6 +97,43 @@ def warmup(settings: Settings, server: Managed, model: str, concurrency: int, ta
              settings.logs / f"{tag}-warmup.csv", interval_ms=1000, windows=1, shape=shape, input_data=input_data)
 
 
+def interleaved(settings: Settings, starters: dict[str, Callable[[str], Managed]], model: str,
+                levels: Sequence[int], tag: str, *, shape: str | None = None,
+                input_data: Path | None = None) -> list[Trial]:
+    """Every contestant's server up at once; per level, the contestants take turns.
+
+    Per repetition, every server is (re)started, warmed up, then for each
+    concurrency level each contestant is measured in turn, the order rotating with
+    the repetition and the level. A/B/C turns last one perf_analyzer run (a few
+    seconds), so a burst of other jobs on a shared machine lands on all contestants
+    alike instead of on whichever one happened to be running; idle servers use no CPU
+    to speak of (their use is counted under "others").
+    """
+    names = list(starters)
+    trials: list[Trial] = []
+    for rep in range(settings.reps):
+        servers: dict[str, Managed] = {}
+        results: dict[str, list[PerfResult]] = {n: [] for n in names}
+        try:
+            for who in names:
+                log(f"{tag} rep {rep + 1}/{settings.reps}: starting {who}")
+                servers[who] = starters[who](f"{tag}-{who}-{rep}")
+            for who in names:
+                warmup(settings, servers[who], model, max(levels), f"{tag}-{who}-{rep}", shape=shape,
+                       input_data=input_data)
+            for i, c in enumerate(levels):
+                k = (rep + i) % len(names)
+                for who in names[k:] + names[:k]:
+                    results[who] += measure(settings, servers[who], model, (c,), f"{tag}-{who}-{rep}", shape=shape,
+                                            input_data=input_data)
+        finally:
+            for server in servers.values():
+                server.stop()
+        trials += [Trial(who, rep, results[who]) for who in names]
+        time.sleep(1.0)
+    return trials
+
+
 def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
@@ -106,18 +145,20 @@ def aggregate(trials: list[Trial]) -> dict[str, dict[int, dict[str, Any]]]:
         for r in trial.results:
             cell = out.setdefault(trial.contestant, {}).setdefault(
                 r.concurrency, {"throughput": [], "p50_ms": [], "p99_ms": [], "server_cores": [],
-                                "foreign_cores": [], "failures": []})
+                                "foreign_cores": [], "cpu_ms_per_req": [], "failures": []})
             if r.ok:
                 cell["throughput"].append(r.throughput)
                 cell["p50_ms"].append(r.p50_ms)
                 cell["p99_ms"].append(r.p99_ms)
                 cell["server_cores"].append(r.cpu.get("server_cores", 0.0))
                 cell["foreign_cores"].append(r.cpu.get("foreign_cores", 0.0))
+                if r.throughput > 0 and "server_cores" in r.cpu:
+                    cell["cpu_ms_per_req"].append(r.cpu["server_cores"] / r.throughput * 1000)
             else:
                 cell["failures"].append(r.error)
     for per_c in out.values():
         for cell in per_c.values():
-            keys = ("throughput", "p50_ms", "p99_ms", "server_cores", "foreign_cores")
+            keys = ("throughput", "p50_ms", "p99_ms", "server_cores", "foreign_cores", "cpu_ms_per_req")
             cell["samples"] = {k: list(cell[k]) for k in keys}
             for k in keys:
                 cell[k] = _median(cell[k])

@@ -7,16 +7,18 @@ parsing and validation, queueing, batching, dispatch, response encoding.
 Target: >= 0.8 at concurrency 1 and 16. Triton's one-step python-backend
 ensemble is measured alongside for context (full mode).
 
-Each repetition restarts every server; the order alternates between repetitions.
+All servers are up at once and take turns at each level (``_common.interleaved``);
+each repetition restarts them all.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from benchmarks._common import Settings, Trial, aggregate, log, measure, ratio, save, warmup
-from benchmarks._proc import running
-from benchmarks._servers import REPO, prepare_triton_repo, settle, start_bare, start_dagserve, start_triton
+from benchmarks._common import Settings, aggregate, interleaved, ratio, save
+from benchmarks._proc import Managed
+from benchmarks._servers import REPO, prepare_triton_repo, start_bare, start_dagserve, start_triton
 
 __all__ = ["run"]
 
@@ -27,24 +29,14 @@ TARGET = 0.8
 
 def run(settings: Settings) -> dict[str, Any]:
     """Measure, save ``out/protocol.json``, return it."""
-    contestants = ["bare", "dagserve"] + ([] if settings.quick else ["triton"])
     triton_repo = prepare_triton_repo(settings.logs / "triton_identity", ["identity", "identity_step"], 1)
-    trials: list[Trial] = []
-    for rep in range(settings.reps):
-        order = contestants if rep % 2 == 0 else contestants[::-1]
-        for who in order:
-            log(f"protocol rep {rep + 1}/{settings.reps}: {who}")
-            tag = f"protocol-{who}-{rep}"
-            if who == "bare":
-                server = start_bare(settings.logs / f"{tag}.log")
-            elif who == "dagserve":
-                server = start_dagserve([REPO / "pipelines" / "identity.yaml"], settings.logs / f"{tag}.log")
-            else:
-                server = start_triton(settings.peers, triton_repo, settings.logs / f"{tag}.log")
-            with running(server):
-                warmup(settings, server, "identity", max(LEVELS), tag, shape=SHAPE)
-                trials.append(Trial(who, rep, measure(settings, server, "identity", LEVELS, tag, shape=SHAPE)))
-            settle()
+    starters: dict[str, Callable[[str], Managed]] = {
+        "bare": lambda tag: start_bare(settings.logs / f"{tag}.log"),
+        "dagserve": lambda tag: start_dagserve([REPO / "pipelines" / "identity.yaml"], settings.logs / f"{tag}.log"),
+    }
+    if not settings.quick:
+        starters["triton"] = lambda tag: start_triton(settings.peers, triton_repo, settings.logs / f"{tag}.log")
+    trials = interleaved(settings, starters, "identity", LEVELS, "protocol", shape=SHAPE)
     table = aggregate(trials)
     ratios = {c: ratio(table["dagserve"][c]["throughput"], table["bare"][c]["throughput"]) for c in LEVELS}
     data = {

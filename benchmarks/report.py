@@ -247,6 +247,7 @@ def _summary(limit: dict[str, Any] | None, proto: dict[str, Any] | None, sbs: di
             continue
         judged = [r for r in section["ratios"] if r["concurrency"] >= section["judged_from"]]
         tputs = ", ".join(f"c={r['concurrency']}: {_f(r['throughput_ratio'], 2)}×" for r in judged)
+        tputs += "; CPU per request " + ", ".join(f"{_f(r.get('cpu_efficiency_ratio'), 2)}×" for r in judged)
         p99 = ""
         if pipeline == "detect":
             p99 = "; p99 ratio " + ", ".join(_f(r["p99_ratio"], 2) for r in judged)
@@ -263,18 +264,23 @@ def _summary(limit: dict[str, Any] | None, proto: dict[str, Any] | None, sbs: di
 
 def _side_table(section: dict[str, Any], levels: list[int]) -> list[str]:
     who = list(section["results"])
-    head = "| c | " + " | ".join(f"{w} infer/s | {w} p50 ms | {w} p99 ms" for w in who) + \
-           f" | dagserve / {section['triton_best']} | p99 ratio |"
-    lines = [head, "|" + "---|" * (1 + 3 * len(who) + 2)]
+    best = section["triton_best"]
+    head = ("| c | " + " | ".join(f"{w} infer/s | {w} p50 / p99 ms | {w} CPU ms/req" for w in who)
+            + f" | dagserve / {best} throughput | p99 ratio | CPU-efficiency ratio |")
+    lines = [head, "|" + "---|" * (1 + 3 * len(who) + 3)]
     ratios = {r["concurrency"]: r for r in section["ratios"]}
     for c in levels:
         cells = []
         for w in who:
             cell = _cell(section["results"][w], c)
-            cells += [_f(cell.get("throughput"), 0), _f(cell.get("p50_ms"), 2), _f(cell.get("p99_ms"), 2)]
+            cells += [_f(cell.get("throughput"), 0), f"{_f(cell.get('p50_ms'), 1)} / {_f(cell.get('p99_ms'), 1)}",
+                      _f(cell.get("cpu_ms_per_req"), 2)]
         r = ratios.get(c, {})
         lines.append(f"| {c} | " + " | ".join(cells) + f" | {_f(r.get('throughput_ratio'), 2)}× | "
-                     f"{_f(r.get('p99_ratio'), 2)} |")
+                     f"{_f(r.get('p99_ratio'), 2)} | {_f(r.get('cpu_efficiency_ratio'), 2)}× |")
+    lines += ["", "CPU ms/req: the server's own CPU (its whole process group, from /proc) per request; the "
+                  "CPU-efficiency ratio is Triton's CPU per request over dagserve's, which other jobs on the "
+                  "machine hardly move."]
     return lines
 
 

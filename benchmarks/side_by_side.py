@@ -4,8 +4,8 @@
 detector -> NMS) run on dagserve and, as ensembles of python-backend models
 running the same code (``benchmarks/triton_repo``), on Triton 2.51 with one and
 with two instances per step. perf_analyzer drives each at concurrency 1, 2, 4, 8,
-16. Every repetition restarts every server and rotates their order, so slow drift
-of the machine (other jobs, thermal) spreads evenly over the contestants.
+16. All three servers are up at once and take turns at each level (see
+``_common.interleaved``); every repetition restarts them all.
 
 Targets: dagserve >= 1.5x Triton's throughput on ``detect`` at concurrency >= 4
 with a p99 no worse, and >= 1x on ``add_mul``. "Triton" in the ratios is Triton
@@ -15,47 +15,35 @@ the levels >= 4).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from benchmarks import _detect
-from benchmarks._common import Settings, Trial, aggregate, log, measure, ratio, save, warmup
+from benchmarks._common import Settings, aggregate, interleaved, ratio, save
 from benchmarks._detect import DetectSetup
-from benchmarks._proc import Managed, running
-from benchmarks._servers import REPO, prepare_triton_repo, settle, start_dagserve, start_triton
+from benchmarks._proc import Managed
+from benchmarks._servers import REPO, prepare_triton_repo, start_dagserve, start_triton
 
 __all__ = ["run"]
 
 TARGETS = {"detect": 1.5, "add_mul": 1.0}
 
 
-def _contestants() -> list[str]:
-    return ["dagserve", "triton-1", "triton-2"]
-
-
-def _start(settings: Settings, who: str, pipeline: str, repos: dict[str, Path], spec: Path, tag: str) -> Managed:
-    log_path = settings.logs / f"{tag}.log"
-    if who == "dagserve":
-        return start_dagserve([spec], log_path)
-    return start_triton(settings.peers, repos[who], log_path, name=who)
+def _triton(settings: Settings, repo: Path, who: str, tag: str) -> Managed:
+    return start_triton(settings.peers, repo, settings.logs / f"{tag}.log", name=who)
 
 
 def compare(settings: Settings, pipeline: str, spec: Path, repos: dict[str, Path], *, shape: str | None = None,
             input_data: Path | None = None, min_level: int) -> dict[str, Any]:
     """Measure every contestant on ``pipeline``; medians, ratios and the verdict."""
-    contestants = _contestants()
-    trials: list[Trial] = []
-    for rep in range(settings.reps):
-        order = contestants[rep % len(contestants):] + contestants[:rep % len(contestants)]
-        for who in order:
-            log(f"side-by-side {pipeline} rep {rep + 1}/{settings.reps}: {who}")
-            tag = f"sbs-{pipeline}-{who}-{rep}"
-            server = _start(settings, who, pipeline, repos, spec, tag)
-            with running(server):
-                warmup(settings, server, pipeline, max(settings.concurrency), tag, shape=shape, input_data=input_data)
-                trials.append(Trial(who, rep, measure(settings, server, pipeline, settings.concurrency, tag,
-                                                      shape=shape, input_data=input_data)))
-            settle()
+    starters: dict[str, Callable[[str], Managed]] = {
+        "dagserve": lambda tag: start_dagserve([spec], settings.logs / f"{tag}.log"),
+        **{who: functools.partial(_triton, settings, repo, who) for who, repo in repos.items()},
+    }
+    trials = interleaved(settings, starters, pipeline, settings.concurrency, f"sbs-{pipeline}", shape=shape,
+                         input_data=input_data)
     table = aggregate(trials)
     high = [c for c in settings.concurrency if c >= min_level]
 
@@ -71,6 +59,7 @@ def compare(settings: Settings, pipeline: str, spec: Path, repos: dict[str, Path
             "throughput_ratio": ratio(d["throughput"], t["throughput"]),
             "p99_ratio": ratio(d["p99_ms"], t["p99_ms"]),
             "p50_ratio": ratio(d["p50_ms"], t["p50_ms"]),
+            "cpu_efficiency_ratio": ratio(t.get("cpu_ms_per_req"), d.get("cpu_ms_per_req")),
         })
     target = TARGETS[pipeline]
     judged = [r for r in rows if r["concurrency"] >= min_level]
