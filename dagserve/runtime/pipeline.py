@@ -344,7 +344,10 @@ class Pipeline:
                 value: Any = _ragged_items(self.name, name, raw, spec.type, self.plan.max_batch_size)
                 n = len(value)
             else:
-                value = _as_array(raw, spec.type, batched)
+                try:
+                    value = _as_array(raw, spec.type, batched)
+                except InvalidInputError as exc:
+                    raise InvalidInputError(f"pipeline '{self.name}' input '{name}': {exc}") from None
                 _check_type(self.name, name, value, spec.type, batched, self.plan.max_batch_size)
                 n = value.shape[0] if batched else 1
                 if not spec.type.ragged:
@@ -565,7 +568,11 @@ def _as_array(value: Any, spec: TensorType, batched: bool) -> Any:
                 scalar[()] = bytes(value)
                 return scalar
             value = [bytes(value)]
-        arr = np.asarray(value, dtype=object) if not isinstance(value, np.ndarray) else value
+        try:
+            arr = np.asarray(value, dtype=object) if not isinstance(value, np.ndarray) else value
+        except (ValueError, TypeError) as exc:
+            raise InvalidInputError(f"expected {spec.render(batched)}, got a {type(value).__name__} that is not "
+                                    f"an array: {exc}") from None
         if arr.dtype.kind == "S":
             arr = arr.astype(object)
         return arr
@@ -573,7 +580,11 @@ def _as_array(value: Any, spec: TensorType, batched: bool) -> Any:
         return value
     if hasattr(value, "__dlpack__"):
         return value
-    return np.asarray(value)
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as exc:  # e.g. nested lists of different lengths
+        raise InvalidInputError(f"expected {spec.render(batched)}, got a {type(value).__name__} that is not "
+                                f"an array: {exc}") from None
 
 
 def _bind_symbols(pipeline: str, name: str, item_shape: tuple[int, ...], spec: TensorType,
@@ -601,7 +612,10 @@ def _ragged_items(pipeline: str, name: str, items: Any, spec: TensorType, max_ba
                                 f"1..{max_batch} (max_batch_size)")
     out = []
     for k, item in enumerate(items):
-        value = _as_array(item, spec, False)
+        try:
+            value = _as_array(item, spec, False)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"pipeline '{pipeline}' input '{name}' item {k}: {exc}") from None
         try:
             _check_type(pipeline, name, value, spec, False, max_batch)
         except InvalidInputError as exc:
@@ -618,7 +632,7 @@ def _dtype_name(dtype: Any) -> str:
         kind = np.dtype(dtype).kind
     except TypeError:  # not a NumPy dtype (torch, ...): use its own name
         return str(dtype).rpartition(".")[2]
-    return "bytes" if kind == "O" else str(np.dtype(dtype))
+    return "object" if kind == "O" else str(np.dtype(dtype))
 
 
 _NP_DTYPES: dict[str, np.dtype[Any]] = {name: np.dtype(np_name) for name, (np_name, _) in DTYPES.items()}
@@ -630,7 +644,7 @@ def _check_type(pipeline: str, name: str, value: Any, spec: TensorType, batched:
     # Fast path (the per-request hot path): a NumPy array of exactly the declared dtype.
     if not (isinstance(value, np.ndarray) and dtype == _NP_DTYPES[spec.dtype]):
         got_dtype = _dtype_name(dtype)
-        if got_dtype != spec.dtype:
+        if got_dtype != spec.dtype and not (got_dtype == "object" and spec.dtype == "bytes"):
             raise InvalidInputError(f"pipeline '{pipeline}' input '{name}': expected {spec.render(batched)}, "
                                     f"got {got_dtype}{list(shape)}")
     item_shape = shape[1:] if batched else shape

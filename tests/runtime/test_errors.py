@@ -347,6 +347,9 @@ _TAG = [b"t"]
     ({"x": _X, "tag": ["text"]}, r"input 'tag': BYTES elements must be bytes, got str"),
     ({"x": _X, "tag": [b"a", b"b"]}, r"inputs disagree on the batch size \(1 vs 2 for 'tag'\)"),
     ({"x": _X, "tag": np.array([1.0])}, r"input 'tag': expected bytes\[N\], got float64\[1\]"),
+    ({"x": [[[1.0, 2.0, 3.0], [1.0]]], "tag": _TAG},
+     r"input 'x': expected float32\[N,2,\?\], got a list that is not an array: .*inhomogeneous"),
+    ({"x": np.array([[[object()] * 3] * 2]), "tag": _TAG}, r"input 'x': expected float32\[N,2,\?\], got object\["),
 ])
 def test_invalid_input_is_rejected_with_a_message_naming_input_expected_and_received(
         make_pipeline: MakePipeline, inputs: dict[str, Any], pattern: str) -> None:
