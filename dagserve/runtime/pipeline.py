@@ -551,13 +551,34 @@ class Pipeline:
         assert tensor.source is not None
         values = [request.values[i][tensor.source] for i in range(request.n_items)]
         if self.plan.max_batch_size == 0:
-            return to_host(values[0].get())
+            return self._checked(tensor, to_host(values[0].get()), False)
         if not tensor.type.ragged:
-            return to_host(gather(values, False))
+            return self._checked(tensor, to_host(gather(values, False)), True)
         items = [to_host(v.get()) for v in values]
         if all(getattr(x, "shape", None) == getattr(items[0], "shape", None) for x in items):
             return np.stack(items) if hasattr(items[0], "shape") else np.array(items, dtype=object)
         return items
+
+
+    def _checked(self, tensor: PlanTensor, value: Any, batched: bool) -> Any:
+        """``value`` if it has the output's declared dtype, rank and fixed dims, else a clear error.
+
+        The compiler promised clients this type (it is in the model metadata); a
+        kernel that breaks it is reported here, naming the node, instead of sending
+        a tensor that does not match its description.
+        """
+        spec = tensor.type
+        dtype = getattr(value, "dtype", None)
+        shape = tuple(getattr(value, "shape", ()))
+        item = shape[1:] if batched else shape
+        if (dtype == _NP_DTYPES[spec.dtype] and len(item) == spec.rank
+                and all(not isinstance(want, int) or got == want for got, want in zip(item, spec.shape))):
+            return value
+        assert tensor.source is not None
+        node = tensor.source.partition(".")[0]
+        origin = f"node '{node}' ({self.plan.node(node).op})" if node != "inputs" else "the request"
+        raise ValueError(f"output '{tensor.name}' should be {spec.render(batched)} but {origin} produced "
+                         f"{_dtype_name(dtype)}{list(shape)}")
 
 
 def _as_array(value: Any, spec: TensorType, batched: bool) -> Any:

@@ -296,6 +296,20 @@ class VaryingKernel(_Base):
         return {"y": np.zeros(int(inputs["x"].reshape(-1)[0]) + 1, dtype=np.float32)}
 
 
+class WidenKernel(_Base):
+    """Returns float64 although its type rule says the input's dtype (a broken kernel)."""
+
+    def __call__(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        return {"y": np.asarray(inputs["x"], dtype=np.float64)}
+
+
+class ShrinkKernel(_Base):
+    """Returns two columns although its type rule says the input's shape (a broken kernel)."""
+
+    def __call__(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        return {"y": np.ascontiguousarray(inputs["x"][:, :2])}
+
+
 def slow_load(ctx: KernelContext) -> Any:
     """An AddKernel whose creation takes ``seconds`` (a model that loads slowly)."""
     time.sleep(float(ctx.params.get("seconds", 0.2)))
@@ -337,6 +351,8 @@ inline_boom = _factory(InlineBoomKernel)
 key_error = _factory(KeyErrorKernel)
 varying = _factory(VaryingKernel)
 gate = _factory(GateKernel)
+widen = _factory(WidenKernel)
+shrink = _factory(ShrinkKernel)
 
 
 def _same(ctx: InferContext) -> dict[str, TensorType]:
@@ -407,6 +423,8 @@ TEST_OPS: list[OpDef] = [
     _op("varying", "varying"),
     _op("slow_load", "slow_load"),
     _op("gate", "gate"),
+    _op("widen", "widen"),
+    _op("shrink", "shrink"),
 ]
 
 

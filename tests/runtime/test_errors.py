@@ -494,3 +494,27 @@ def test_per_item_kernel_skips_the_remaining_items_of_a_request_that_timed_out(m
 
     run_async(main())
     assert len(SEEN["each"]) < 8, "every item of the timed-out request was still computed"
+
+
+@pytest.mark.parametrize(("op", "produced"), [("test.widen", r"float64\[2, 4\]"), ("test.shrink", r"float32\[2, 2\]")])
+def test_output_of_another_type_than_declared_fails_the_request_naming_output_and_node(
+        make_pipeline: MakePipeline, op: str, produced: str) -> None:
+    spec = f"""
+    dagserve: 1
+    name: mistyped
+    max_batch_size: 4
+    inputs:
+      x: {{dtype: float32, shape: [4]}}
+    outputs:
+      y: liar.y
+    nodes:
+      liar: {{op: {op}, inputs: {{x: inputs.x}}}}
+    """
+
+    async def main() -> None:
+        async with make_pipeline(spec) as p:
+            with pytest.raises(RequestError, match=rf"output 'y' should be float32\[N,4\] but node 'liar' \({op}\) "
+                                                   rf"produced {produced}"):
+                await p.infer_async({"x": tagged([1, 2])})
+
+    run_async(main())
