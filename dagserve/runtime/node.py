@@ -202,6 +202,8 @@ class NodeRunner:
         loop = self._loop
         assert loop is not None
         while self._idle and not self._closing:
+            if not len(self.batcher):
+                break  # nothing queued: no batch, nothing to expire, no timer to arm
             decision = self.batcher.poll(loop.time(), self._flush)
             if decision.dropped:
                 self._drop(decision.dropped, decision.expired)

@@ -416,18 +416,19 @@ class Pipeline:
         if deadline is not None:
             request.timer = loop.call_at(deadline, self._expire, request, timeout)
             future.add_done_callback(request.stop_timer)  # also when cancelled or failed by close()
-        self._track(future)
-        if not self.plan.nodes:
-            self._finish(request)
-        for name in self._entry:
-            runner = self.runners[name]
-            for i in range(count):
-                if not request.live:  # e.g. a full queue refused an item: queue no more of it
-                    break
-                runner.submit(request, i, now)
-        if self._pumps is not None:
-            self._pumps.run()
+        self._in_flight.add(future)
+        self._idle.clear()  # type: ignore[union-attr]
         try:
+            if not self.plan.nodes:
+                self._finish(request)
+            for name in self._entry:
+                runner = self.runners[name]
+                for i in range(count):
+                    if not request.live:  # e.g. a full queue refused an item: queue no more of it
+                        break
+                    runner.submit(request, i, now)
+            if self._pumps is not None:
+                self._pumps.run()
             outputs = await future
         except RequestError as exc:
             self.stats.failure[exc.status] += 1
@@ -435,6 +436,10 @@ class Pipeline:
         except asyncio.CancelledError:
             self.stats.failure["CANCELLED"] += 1
             raise
+        finally:  # bookkeeping here, not in a done-callback: no extra loop turn per request
+            self._in_flight.discard(future)
+            if not self._in_flight:
+                self._idle.set()  # type: ignore[union-attr]
         elapsed = int((loop.time() - now) * 1e9)
         self.stats.success += 1
         self.stats.items += count
@@ -497,17 +502,6 @@ class Pipeline:
         await self.close()
 
     # -- internals (event loop thread) -----------------------------------------------------
-
-    def _track(self, future: asyncio.Future[Any]) -> None:
-        assert self._idle is not None
-        self._in_flight.add(future)
-        self._idle.clear()
-        future.add_done_callback(self._untrack)
-
-    def _untrack(self, future: asyncio.Future[Any]) -> None:
-        self._in_flight.discard(future)
-        if not self._in_flight and self._idle is not None:
-            self._idle.set()
 
     def _expire(self, request: Request, timeout: float | None) -> None:
         request.timer = None
