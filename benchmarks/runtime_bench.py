@@ -91,6 +91,7 @@ def bench_registry() -> OpRegistry:
 
 
 def compile_text(text: str, directory: Path, registry: OpRegistry | None = None) -> Plan:
+    directory.mkdir(parents=True, exist_ok=True)
     path = directory / "spec.yaml"
     path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
     result = compile_file(str(path), CompileOptions(target="cpu"), root=str(directory), registry=registry)
@@ -162,29 +163,34 @@ async def _overhead_run(plan: Plan, registry: OpRegistry, x: dict[str, Any], con
 
 
 def bench_overhead(directory: Path, runs: int, total: int) -> list[dict[str, Any]]:
+    """Every configuration once per round, ``runs`` rounds: a shared machine's load drifts
+    over all of them alike instead of favouring whichever ran in a quiet minute."""
     registry = bench_registry()
     x = {"x": np.zeros((1, 16), np.float32)}
+    plans = {mode: compile_text(noop_chain_spec(inline=mode == "inline"), directory / mode, registry)
+             for mode in ("inline", "pool", "adaptive")}
+    configs = [(mode, concurrency) for mode in plans for concurrency in (1, 64)]
+    all_samples: dict[tuple[str, int], list[tuple[float, float, float, float]]] = {c: [] for c in configs}
+    for _ in range(runs):
+        for mode, concurrency in configs:
+            saved = node_module.INLINE_BELOW_NS
+            if mode == "pool":
+                node_module.INLINE_BELOW_NS = 0  # never move a kernel to the loop
+            try:
+                all_samples[(mode, concurrency)].append(
+                    asyncio.run(_overhead_run(plans[mode], registry, x, concurrency, total)))
+            finally:
+                node_module.INLINE_BELOW_NS = saved
     rows = []
-    for mode in ("inline", "pool", "adaptive"):
-        plan = compile_text(noop_chain_spec(inline=mode == "inline"), directory, registry)
-        for concurrency in (1, 64):
-            samples = []
-            for _ in range(runs):
-                saved = node_module.INLINE_BELOW_NS
-                if mode == "pool":
-                    node_module.INLINE_BELOW_NS = 0  # never move a kernel to the loop
-                try:
-                    samples.append(asyncio.run(_overhead_run(plan, registry, x, concurrency, total)))
-                finally:
-                    node_module.INLINE_BELOW_NS = saved
-            rows.append({
-                "mode": mode, "concurrency": concurrency, "requests": total, "runs": runs,
-                "us_per_request": round(statistics.median(s[0] for s in samples) * 1e6, 1),
-                "cpu_us_per_request": round(statistics.median(s[1] for s in samples) * 1e6, 1),
-                "p50_latency_us": round(statistics.median(s[2] for s in samples) * 1e6, 1),
-                "mean_batch_size": round(statistics.median(s[3] for s in samples), 2),
-                "all_runs_us_per_request": [round(s[0] * 1e6, 1) for s in samples],
-            })
+    for (mode, concurrency), samples in all_samples.items():
+        rows.append({
+            "mode": mode, "concurrency": concurrency, "requests": total, "runs": runs,
+            "us_per_request": round(statistics.median(s[0] for s in samples) * 1e6, 1),
+            "cpu_us_per_request": round(statistics.median(s[1] for s in samples) * 1e6, 1),
+            "p50_latency_us": round(statistics.median(s[2] for s in samples) * 1e6, 1),
+            "mean_batch_size": round(statistics.median(s[3] for s in samples), 2),
+            "all_runs_us_per_request": [round(s[0] * 1e6, 1) for s in samples],
+        })
     return rows
 
 
@@ -264,10 +270,17 @@ def bench_onnx(directory: Path, runs: int, total: int) -> list[dict[str, Any]]:
         ("no batching", 1, 2),
         ("batching <=32", 32, 2),
     ]
+    plans = []
+    for k, (_, max_batch, instances) in enumerate(configs):
+        (directory / f"cnn{k}").mkdir()
+        (directory / f"cnn{k}" / "cnn.onnx").write_bytes((directory / "cnn.onnx").read_bytes())
+        plans.append(compile_text(cnn_spec(max_batch, instances, 0), directory / f"cnn{k}"))
+    all_samples: list[list[tuple[float, float, float, float]]] = [[] for _ in configs]
+    for _ in range(runs):  # interleaved, as in bench_overhead
+        for k, plan in enumerate(plans):
+            all_samples[k].append(asyncio.run(_onnx_run(plan, x, total)))
     rows = []
-    for label, max_batch, instances in configs:
-        plan = compile_text(cnn_spec(max_batch, instances, 0), directory)
-        samples = [asyncio.run(_onnx_run(plan, x, total)) for _ in range(runs)]
+    for (label, max_batch, instances), samples in zip(configs, all_samples):
         rows.append({
             "config": label, "max_batch_size": max_batch, "instances": instances, "max_queue_delay_us": 0,
             "concurrency": 64, "requests": total, "runs": runs,
