@@ -95,8 +95,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     code = _report([r for _, r in results], args.format, args.strict)
     if args.format == "text":
         for spec, r in results:
-            if r.ok:
-                print(f"{spec}: ok ({len(r.plan.nodes) if r.plan else 0} nodes, plan {r.plan.hash[:12] if r.plan else '-'})")
+            if r.ok and r.plan is not None:
+                print(f"{spec}: ok ({len(r.plan.nodes)} nodes, plan {r.plan.hash[:12]})")
     return code
 
 

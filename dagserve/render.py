@@ -185,8 +185,8 @@ def to_mermaid(plan: Plan) -> str:
     edges += [(t.source or "", "outputs." + t.name) for t in plan.outputs]
     for ref, consumer in edges:
         producer = ref if ref.startswith("inputs.") else ref.partition(".")[0]
-        t = _ref_type(plan, ref)
-        label = (t.render(b) if t else "?").replace('"', "'")
+        edge_type = _ref_type(plan, ref)
+        label = (edge_type.render(b) if edge_type else "?").replace('"', "'")
         lines.append(f'  {ids[producer]} -->|"{label}"| {ids[consumer]}')
     lines += [
         f"  classDef cpu fill:{_DEVICE_COLOURS['cpu']}",

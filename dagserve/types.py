@@ -18,23 +18,22 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from typing import Union
 
 __all__ = [
     "DTYPES",
-    "Dim",
+    "LAYOUTS",
+    "UNKNOWN",
     "DType",
     "Device",
-    "LAYOUTS",
+    "Dim",
     "TensorType",
-    "UNKNOWN",
     "dims_compatible",
     "parse_device",
     "parse_dtype",
     "render_shape",
 ]
 
-Dim = Union[int, str]
+Dim = int | str
 """A dimension: a non-negative int, a symbol (``"H"``), or ``"?"`` (unknown)."""
 
 UNKNOWN: str = "?"

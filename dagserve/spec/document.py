@@ -216,7 +216,8 @@ class _Reader:
         for name, body in self.data["outputs"].items():
             name = str(name)
             self._name_check("output", name, TENSOR_NAME, ("outputs", name))
-            text, path, desc = body, ("outputs", name), ""
+            path: tuple[str, ...] = ("outputs", name)
+            text, desc = body, ""
             if isinstance(body, dict):
                 text, path, desc = body["from"], ("outputs", name, "from"), body.get("description", "")
             ref = self._ref(text, path)

@@ -66,7 +66,7 @@ def _where(path: Path_, prefix: Path_) -> str:
 
 def _type_names(expected: Any) -> str:
     names = expected if isinstance(expected, list) else [expected]
-    return " or ".join(_JSON_TYPES.get(n, n) for n in names)
+    return " or ".join(_JSON_TYPES.get(str(n), str(n)) for n in names)
 
 
 def _show(value: Any) -> str:
@@ -134,7 +134,7 @@ def _one_diagnostic(
         )
     if kind in ("oneOf", "anyOf"):
         types = sorted(
-            {s.get("type") for s in error.validator_value if isinstance(s, dict) and "type" in s}
+            {str(s["type"]) for s in error.validator_value if isinstance(s, dict) and "type" in s}
             | {"string" for s in error.validator_value if isinstance(s, dict) and "$ref" in s}
         )
         code = "E-PARAM" if param else "E-SCHEMA-TYPE"

@@ -127,8 +127,9 @@ def run(ctx: CompileContext) -> bool:
             node.device = CPU
         elif node.kind is not NodeKind.COPY:
             node.device = _place(ctx, node)
+        device = node.device or CPU
         node.outputs = {
-            p: t.with_device(CPU if t.dtype == "bytes" else node.device) if t else None
+            p: t.with_device(CPU if t.dtype == "bytes" else device) if t else None
             for p, t in node.outputs.items()
         }
     return _insert_copies(ctx)

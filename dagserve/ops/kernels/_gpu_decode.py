@@ -40,7 +40,7 @@ class GpuDecoder:
         self._decoder: Any = None
         self._torch: Any = None
         try:
-            from nvidia import nvimgcodec
+            from nvidia import nvimgcodec  # type: ignore[attr-defined]
 
             self._nvimgcodec = nvimgcodec
             self._decoder = nvimgcodec.Decoder(device_id=arrays.device.index)
