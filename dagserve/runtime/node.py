@@ -130,6 +130,7 @@ class NodeRunner:
         self._inline = list(self._pinned_inline)
         self._can_adapt = [not d.is_gpu for d in devices]
         self._cost_ns = [0.0] * len(kernels)
+        self._samples: list[deque[int]] = [deque(maxlen=16) for _ in kernels]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pumps: Pumps | None = None
         self._idle: list[int] = []
@@ -279,19 +280,29 @@ class NodeRunner:
         """Run a CPU kernel on the loop itself while it costs less than a thread hop.
 
         A hand-off to the thread pool and back costs ~100-200 µs on a small machine,
-        more than many kernels take; an average of recent batch times (EWMA) decides,
-        with hysteresis so a node does not flip back and forth.
+        more than many kernels take. The last batches' wall times decide, 8 at least
+        since the last switch:
+
+        * on the loop, the median must stay under twice the limit (there, wall time is
+          the kernel's own cost);
+        * in the pool, one batch under the limit brings the kernel back: a pool
+          thread's wall time also counts its waits for the GIL and for a core (up to
+          the 5 ms switch interval), which would otherwise keep a cheap kernel in the
+          pool on a busy machine, where the hop hurts most. A kernel that really takes
+          long (computing, or waiting on I/O) never has such a batch.
         """
-        cost = self._cost_ns[instance]
-        cost = compute_ns if cost == 0.0 else 0.8 * cost + 0.2 * compute_ns
-        self._cost_ns[instance] = cost
-        if self._pinned_inline[instance] or not self._can_adapt[instance]:
+        samples = self._samples[instance]
+        samples.append(compute_ns)
+        self._cost_ns[instance] = float(compute_ns)
+        if self._pinned_inline[instance] or not self._can_adapt[instance] or len(samples) < 8:
             return
         if self._inline[instance]:
-            if cost > 2 * INLINE_BELOW_NS:
-                self._inline[instance] = False
-        elif cost < INLINE_BELOW_NS and self.stats.batches >= 8:
-            self._inline[instance] = True
+            switch = sorted(samples)[len(samples) // 2] > 2 * INLINE_BELOW_NS
+        else:
+            switch = min(samples) < INLINE_BELOW_NS
+        if switch:
+            self._inline[instance] = not self._inline[instance]
+            samples.clear()
 
     def _finish(self, instance: int, slots: list[Slot], reason: str, queue_ns: list[int], compute_ns: int,
                 results: list[dict[str, ItemValue] | _ItemFailure]) -> None:
