@@ -16,6 +16,10 @@ per batch item with arrays of that item alone (no batch dimension) and the runti
 isolates a failing item; a *batched* kernel is called with the whole batch, each
 input being an array with a leading batch dimension (uniform ports) or a list of
 per-item arrays (ragged ports), and must return outputs in the same form.
+
+Hand-offs are zero-copy, so a kernel must treat its inputs as read-only (they
+may be the caller's request buffer or another node's output) and must return
+fresh arrays, or views of its inputs, never a buffer it reuses on its next call.
 """
 
 from __future__ import annotations
