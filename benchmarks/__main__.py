@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"quick": args.quick, "reps": settings.reps, "sections": wanted, "notes": settings.notes,
             "when": time.strftime("%Y-%m-%d %H:%M %Z"), "seconds": time.monotonic() - t0,
             "cpus": len(os.sched_getaffinity(0)), "python": platform.python_version(),
-            "detect_spec": str(spec) if spec else None, "boost_nice": BOOST["nice"]}
+            "detect_spec": str(spec) if spec else None, "boost_nice": BOOST["nice"],
+            "quiet_waited_s": round(settings.quiet_waited_s), "quiet_budget_s": settings.quiet_budget_s}
     OUT.mkdir(parents=True, exist_ok=True)
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     path = report.write(meta)

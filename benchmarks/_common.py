@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._perf import PerfResult, run_perf
-from benchmarks._proc import Managed, cpu_sample
+from benchmarks._proc import Managed, cpu_sample, foreign_load
 from benchmarks._servers import OUT, Peers
 
 __all__ = [
-    "Settings", "Trial", "aggregate", "interleaved", "log", "measure", "ratio", "save", "section_timer", "warmup",
+    "Settings", "Trial", "aggregate", "interleaved", "log", "measure", "quiet_gate", "ratio", "save", "section_timer",
+    "warmup",
 ]
 
 
@@ -42,12 +43,15 @@ class Settings:
     concurrency: tuple[int, ...] = (1, 2, 4, 8, 16)
     out: Path = OUT
     notes: list[str] = field(default_factory=list)
+    quiet_budget_s: float = 180.0
+    """Total seconds the run may wait for other jobs to quiet down before windows (see :func:`quiet_gate`)."""
+    quiet_waited_s: float = 0.0
 
     @classmethod
     def make(cls, quick: bool, peers: Peers, logs: Path, reps: int | None = None) -> Settings:
         if quick:
             s = cls(quick=True, peers=peers, logs=logs, reps=1, interval_ms=1000, windows=3,
-                    concurrency=(1, 4, 16))
+                    concurrency=(1, 4, 16), quiet_budget_s=30.0)
         else:
             s = cls(quick=False, peers=peers, logs=logs)
         if reps is not None:
@@ -69,17 +73,40 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+QUIET_CORES = 0.3
+"""Other jobs using less than this many cores counts as quiet."""
+
+
+def quiet_gate(settings: Settings, max_wait: float = 20.0) -> float:
+    """Wait (within the run's budget) until other jobs use < ``QUIET_CORES``; return the load seen last.
+
+    Other people's jobs on a shared machine come in bursts (a test suite, a
+    training epoch); starting a window in a lull loses less of it to them. The
+    wait is bounded per call and per run, so the run's length stays bounded; when
+    the budget is spent, windows start whatever the load.
+    """
+    t0 = time.monotonic()
+    load = foreign_load()
+    while load >= QUIET_CORES and settings.quiet_waited_s < settings.quiet_budget_s \
+            and time.monotonic() - t0 < max_wait:
+        time.sleep(0.7)
+        settings.quiet_waited_s += 1.0
+        load = foreign_load()
+    return load
+
+
 def measure(settings: Settings, server: Managed, model: str, concurrency: Sequence[int], tag: str, *,
             shape: str | None = None, input_data: Path | None = None) -> list[PerfResult]:
     """perf_analyzer against ``server``'s gRPC port at each level (bounded, see ``_perf``)."""
     csv_path = settings.logs / f"{tag}.csv"
     results: list[PerfResult] = []
     for c in concurrency:
+        before = quiet_gate(settings)
         sample = cpu_sample(server)
         (r,) = run_perf(settings.peers.perf_analyzer, model, server.ports["grpc"], (c,), csv_path,
                         interval_ms=settings.interval_ms, windows=settings.windows, shape=shape,
                         input_data=input_data)
-        r.cpu = sample.stop()
+        r.cpu = {**sample.stop(), "foreign_before": before}
         results.append(r)
         cpu = f"[server {r.cpu['server_cores']:.2f} client {r.cpu['client_cores']:.2f} " \
               f"others {r.cpu['foreign_cores']:.2f} cores]"

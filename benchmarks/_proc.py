@@ -26,6 +26,7 @@ __all__ = [
     "CpuSample",
     "Managed",
     "cpu_sample",
+    "foreign_load",
     "free_port",
     "new_session",
     "running",
@@ -168,6 +169,16 @@ def _self_cpu() -> float:
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def foreign_load(seconds: float = 0.3) -> float:
+    """Cores other processes used over the next ``seconds`` (ours idle: whole machine minus this process)."""
+    busy0, _ = _machine_busy()
+    self0, t0 = _self_cpu(), time.monotonic()
+    time.sleep(seconds)
+    busy1, _ = _machine_busy()
+    wall = max(time.monotonic() - t0, 1e-9)
+    return max(busy1 - busy0 - (_self_cpu() - self0), 0.0) / wall
 
 
 def cpu_sample(server: Managed | None) -> CpuSample:

@@ -324,6 +324,10 @@ def _header(meta: dict[str, Any], foreign: float | None) -> list[str]:
         out.append(f"Each server under test and perf_analyzer ran in a session of its own with group nice "
                    f"{meta['boost_nice']} (Linux autogroups), so other jobs on this shared machine take less "
                    "from the measurement; every contestant is treated alike.")
+    if "quiet_waited_s" in meta:
+        out.append(f"Before each window the runner waited for other jobs to use < 0.3 cores: "
+                   f"{meta['quiet_waited_s']} s of waiting in all (budget {meta['quiet_budget_s']:.0f} s; once spent, "
+                   "windows start whatever the load).")
     out.append("")
     if foreign is not None:
         out.append(f"**Machine load.** Other processes on this machine used on average **{foreign:.2f} of "
