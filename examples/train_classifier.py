@@ -212,7 +212,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=REPO / "pipelines/models/classifier.onnx")
     p.add_argument("--labels", type=Path, default=REPO / "pipelines/models/digits_labels.txt")
     p.add_argument("--log", type=Path, default=REPO / "examples/logs/train_classifier.log")
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--weight-decay", type=float, default=1e-3)
