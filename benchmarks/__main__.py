@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", nargs="+", choices=SECTIONS, default=[], help="skip these sections")
     parser.add_argument("--reps", type=int, help="repetitions per figure (default: 3, quick: 1)")
     parser.add_argument("--detect-spec", help="the detect spec (default: pipelines/detect.yaml)")
+    parser.add_argument("--note", action="append", default=[], help="a line to add to RESULTS.md (repeatable)")
     parser.add_argument("--report-only", action="store_true", help="only re-render RESULTS.md and the plots")
     parser.add_argument("--no-boost", action="store_true",
                         help="do not raise the scheduling priority of the servers and perf_analyzer")
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     logs = Path(tempfile.mkdtemp(prefix="dagserve-bench-"))
     settings = Settings.make(args.quick, peers, logs, args.reps)
     wanted = [s for s in (args.only or SECTIONS) if s not in args.skip]
+    settings.notes.extend(args.note)
     log(f"benchmarks: {'quick' if args.quick else 'full'} run of {', '.join(wanted)}; logs in {logs}")
 
     from benchmarks import _detect
