@@ -30,7 +30,7 @@ import triton_python_backend_utils as pb_utils
 
 
 def _setup_paths(params: dict[str, str]) -> None:
-    root = params.get("dagserve_root") or str(Path(__file__).resolve().parents[4])
+    root = params.get("dagserve_root") or str(Path(__file__).absolute().parents[4])
     if root not in sys.path:
         sys.path.insert(0, root)
     site = params.get("site_packages")
@@ -75,7 +75,7 @@ class TritonPythonModel:
                 options = ort.SessionOptions()
                 options.intra_op_num_threads = int(kernel_params.get("intra_op_threads", 1))
                 options.inter_op_num_threads = int(kernel_params.get("inter_op_threads", 1))
-            root = params.get("dagserve_root") or str(Path(__file__).resolve().parents[4])
+            root = params.get("dagserve_root") or str(Path(__file__).absolute().parents[4])
             path = Path(params["model_path"])
             self.session = ort.InferenceSession(str(path if path.is_absolute() else Path(root) / path), options,
                                                 providers=["CPUExecutionProvider"])
