@@ -43,7 +43,7 @@ class Settings:
     concurrency: tuple[int, ...] = (1, 2, 4, 8, 16)
     out: Path = OUT
     notes: list[str] = field(default_factory=list)
-    quiet_budget_s: float = 180.0
+    quiet_budget_s: float = 90.0
     """Total seconds the run may wait for other jobs to quiet down before windows (see :func:`quiet_gate`)."""
     quiet_waited_s: float = 0.0
 

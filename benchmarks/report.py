@@ -119,7 +119,7 @@ def _plot_limit(limit: dict[str, Any], sbs: dict[str, Any] | None) -> str:
     ax1.set_ylabel("ms of CPU per image")
     ax1.set_title("detect: cost of each stage, alone")
     ax1.legend(fontsize=8)
-    bars = {"ideal (2 cores)": costs["ideal_throughput"]}
+    bars = {"ideal\n(2 cores)": costs["ideal_throughput"]}
     if limit.get("parallel"):
         bars["in-process\n2 threads"] = limit["parallel"]["throughput"]
     bars["dagserve"] = limit.get("throughput") or 0.0
@@ -129,7 +129,7 @@ def _plot_limit(limit: dict[str, Any], sbs: dict[str, Any] | None) -> str:
             table = section["results"].get(who, {})
             best = max((_cell(table, c).get("throughput") or 0.0 for c in sbs["levels"]), default=0.0)
             bars[who] = best
-    palette = {"ideal (2 cores)": "#7f7f7f", "in-process\n2 threads": "#bcbd22", **CONTESTANT_COLOURS}
+    palette = {"ideal\n(2 cores)": "#7f7f7f", "in-process\n2 threads": "#bcbd22", **CONTESTANT_COLOURS}
     ax2.bar(list(bars), list(bars.values()), color=[palette.get(k, "#333333") for k in bars])
     for i, v in enumerate(bars.values()):
         ax2.text(i, v, f"{v:.0f}\n({v / costs['ideal_throughput']:.2f})", ha="center", va="bottom", fontsize=8)
