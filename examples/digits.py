@@ -79,7 +79,7 @@ def render_digit(pixels: np.ndarray, size: int = SIZE) -> np.ndarray:
     """
     grid = np.asarray(pixels, dtype=np.float64).reshape(8, 8)
     grey = np.clip(np.rint(255.0 - grid * (255.0 / 16.0)), 0, 255).astype(np.uint8)
-    image = Image.fromarray(grey, "L").resize((size, size), Image.BILINEAR)
+    image = Image.fromarray(grey, "L").resize((size, size), Image.Resampling.BILINEAR)
     return np.repeat(np.asarray(image)[:, :, None], 3, axis=2)
 
 
@@ -92,8 +92,8 @@ def preprocess(images: np.ndarray) -> np.ndarray:
     batch = []
     for image in images:
         if image.shape[:2] != (SIZE, SIZE):
-            image = np.asarray(Image.fromarray(image).resize((SIZE, SIZE), Image.BILINEAR))
+            image = np.asarray(Image.fromarray(image).resize((SIZE, SIZE), Image.Resampling.BILINEAR))
         batch.append(image)
-    x = np.stack(batch).astype(np.float32) / 255.0
-    x = (x - np.asarray(MEAN, dtype=np.float32)) / np.asarray(STD, dtype=np.float32)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    scaled = np.stack(batch).astype(np.float32) / np.float32(255.0)
+    normalized = (scaled - np.asarray(MEAN, dtype=np.float32)) / np.asarray(STD, dtype=np.float32)
+    return np.ascontiguousarray(normalized.transpose(0, 3, 1, 2), dtype=np.float32)

@@ -35,7 +35,7 @@ import colorsys
 import io
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -107,7 +107,7 @@ def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
 # -- backgrounds -----------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def _background_source(name: str) -> np.ndarray:
     """The named ``skimage.data`` photo as ``uint8[H, W, 3]`` (grey ones replicated), cached."""
     import skimage.data  # imported lazily: it is slow to import and only needed here
@@ -136,7 +136,7 @@ def _make_background(rng: np.random.Generator, height: int, width: int) -> np.nd
     x0 = int(rng.integers(0, src_w - crop_w + 1))
     y0 = int(rng.integers(0, src_h - crop_h + 1))
     crop = Image.fromarray(source[y0:y0 + crop_h, x0:x0 + crop_w])
-    image = np.asarray(crop.resize((width, height), Image.BILINEAR), dtype=np.float32)
+    image = np.asarray(crop.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
     if rng.random() < 0.5:
         image = image[:, ::-1]
     contrast, brightness = rng.uniform(0.7, 1.2), rng.uniform(-25, 25)
@@ -194,7 +194,7 @@ def _shape_alpha(label: int, side: int, rng: np.random.Generator) -> np.ndarray:
         draw.ellipse([0, 0, big - 1, big - 1], fill=255)
     else:
         draw.polygon([(float(x), float(y)) for x, y in polygon], fill=255)
-    small = mask.resize((side, side), Image.BOX)
+    small = mask.resize((side, side), Image.Resampling.BOX)
     return np.asarray(small, dtype=np.float32) / 255.0
 
 
@@ -227,7 +227,7 @@ def _place(rng: np.random.Generator, height: int, width: int, placed: list[np.nd
     """A free ``[x, y, side, side]`` square for a new object, or ``None`` after 30 tries."""
     short = min(height, width)
     for _ in range(30):
-        side = int(round(rng.uniform(MIN_REL_SIZE, MAX_REL_SIZE) * short))
+        side = round(rng.uniform(MIN_REL_SIZE, MAX_REL_SIZE) * short)
         x = int(rng.integers(0, width - side + 1))
         y = int(rng.integers(0, height - side + 1))
         square = np.array([x, y, x + side, y + side], dtype=np.float64)

@@ -75,12 +75,13 @@ def augment(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     centre = np.array([side / 2, side / 2])
     offset = centre - inverse @ (centre + shift)
     coeffs = (inverse[0, 0], inverse[0, 1], offset[0], inverse[1, 0], inverse[1, 1], offset[1])
-    image = image.transform((side, side), Image.AFFINE, coeffs, resample=Image.BILINEAR, fillcolor=(255, 255, 255))
+    image = image.transform((side, side), Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR,
+                            fillcolor=(255, 255, 255))
     array = np.asarray(image)
     if side == SIZE:
         return array
     if rng.random() < 0.5:
-        return np.asarray(Image.fromarray(array).resize((SIZE, SIZE), Image.BILINEAR))
+        return np.asarray(Image.fromarray(array).resize((SIZE, SIZE), Image.Resampling.BILINEAR))
     return resize_linear_cv(array, SIZE, SIZE)
 
 

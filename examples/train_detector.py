@@ -1,7 +1,8 @@
 """Train the example shape detector and export it to ONNX (``pipelines/models/detector.onnx``).
 
 A small anchor-free, YOLOv8-style CNN trained from scratch on ``examples/synthetic.py``
-scenes (real scikit-image photos with pasted shapes), on the CPU, in about ten minutes.
+scenes (real scikit-image photos with pasted shapes), on the CPU: about 28 minutes on two quiet
+cores (5 epochs of ~5.5 min, ~1 min of scene rendering), much longer when they are shared.
 The defaults of the command line reproduce the committed model::
 
     python examples/train_detector.py            # -> pipelines/models/detector.onnx
@@ -145,7 +146,7 @@ def letterbox(image: np.ndarray, size: int = INPUT_SIZE, fill: int = FILL,
     if (new_h, new_w) == (h, w):
         resized = image
     elif method == "pillow":
-        resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+        resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR))
     elif method == "cv":
         resized = resize_linear_cv(image, new_h, new_w)
     else:
@@ -553,7 +554,7 @@ def mean_average_precision(detections: list[tuple[np.ndarray, np.ndarray, np.nda
     for c in range(num_classes):
         records: list[tuple[float, int, np.ndarray]] = []
         total = 0
-        for i, ((boxes, scores, labels), (gt_boxes, gt_labels)) in enumerate(zip(detections, truths)):
+        for i, ((boxes, scores, labels), (_gt_boxes, gt_labels)) in enumerate(zip(detections, truths)):
             total += int((gt_labels == c).sum())
             records.extend((float(s), i, b) for b, s in zip(boxes[labels == c], scores[labels == c]))
         records.sort(key=lambda r: -r[0])
