@@ -135,6 +135,23 @@ def fixed_batch(types: dict[str, TensorType]) -> int | None:
     return None
 
 
+def pad_fixed_batch(label: str, name: str, x: Any, fixed: int | None) -> tuple[Any, int | None]:
+    """``x`` padded along dim 0 to a model's fixed batch, and how many items it held.
+
+    Returns ``(x, None)`` when the model's batch is not fixed (or ``x`` has no dims).
+
+    Raises:
+        ValueError: the batch is larger than the model's fixed batch.
+    """
+    if fixed is None or not len(getattr(x, "shape", ())):
+        return x, None
+    items = int(x.shape[0])
+    if items > fixed:
+        raise ValueError(f"model input '{name}' of {label} has a fixed batch of {fixed} "
+                         f"but received a batch of {items}")
+    return pad_batch(x, fixed), items
+
+
 def pad_batch(x: Any, size: int) -> Any:
     """``x`` with zero rows appended along dim 0 up to ``size`` (``x`` itself when it has them)."""
     have = int(x.shape[0])

@@ -39,7 +39,7 @@ from dagserve.backends._arrays import (
     dlpack_device_type,
     ensure_contiguous,
     fixed_batch,
-    pad_batch,
+    pad_fixed_batch,
     require_cupy,
     to_host,
     unknown_to_one,
@@ -229,12 +229,9 @@ class OnnxRuntimeKernel:
         feeds = {}
         for name, want in self.inputs.items():
             x = inputs[name]
-            if self._fixed_batch is not None and hasattr(x, "shape") and len(x.shape):
-                items, padded = int(x.shape[0]), self._fixed_batch
-                if items > padded:
-                    raise ValueError(f"model input '{name}' of {self.label} has a fixed batch of {padded} "
-                                     f"but received a batch of {items}")
-                x = pad_batch(x, padded)
+            x, held = pad_fixed_batch(self.label, name, x, self._fixed_batch)
+            if held is not None:
+                items, padded = held, int(self._fixed_batch or 0)
             check_input(f"model {self.label}", name, want, x)
             feeds[name] = x
         arrays = self._run_strings(feeds) if self._strings else self._run_bound(feeds)

@@ -28,7 +28,7 @@ from dagserve.backends._arrays import (
     dlpack_device_type,
     ensure_contiguous,
     fixed_batch,
-    pad_batch,
+    pad_fixed_batch,
     require_cupy,
 )
 from dagserve.backends.base import SignatureError
@@ -109,12 +109,9 @@ class TensorRTKernel:
                                      "device memory (the compiler inserts an upload before a GPU node)")
                 if not hasattr(x, "data") or not hasattr(x.data, "ptr"):
                     x = cp.from_dlpack(x)
-                if self._fixed_batch is not None and x.ndim:
-                    items, padded = int(x.shape[0]), self._fixed_batch
-                    if items > padded:
-                        raise ValueError(f"model input '{name}' of {self.label} has a fixed batch of {padded} "
-                                         f"but received a batch of {items}")
-                    x = pad_batch(x, padded)
+                x, held = pad_fixed_batch(self.label, name, x, self._fixed_batch)
+                if held is not None:
+                    items, padded = held, int(self._fixed_batch or 0)
                 x = ensure_contiguous(x)
                 check_input(f"model {self.label}", name, want, x)
                 if not context.set_input_shape(name, tuple(int(d) for d in x.shape)):

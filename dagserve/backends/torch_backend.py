@@ -27,7 +27,7 @@ from dagserve.backends._arrays import (
     cut_batch,
     dtype_name,
     fixed_batch,
-    pad_batch,
+    pad_fixed_batch,
     require_cupy,
     unknown_to_one,
 )
@@ -133,12 +133,9 @@ class TorchKernel:
             if name not in inputs:
                 raise ValueError(f"model {self.label} needs input '{name}'; got {', '.join(inputs)}")
             x = inputs[name]
-            if self._fixed_batch is not None and len(getattr(x, "shape", ())):
-                items, padded = int(x.shape[0]), self._fixed_batch
-                if items > padded:
-                    raise ValueError(f"model input '{name}' of {self.label} has a fixed batch of {padded} "
-                                     f"but received a batch of {items}")
-                x = pad_batch(x, padded)
+            x, held = pad_fixed_batch(self.label, name, x, self._fixed_batch)
+            if held is not None:
+                items, padded = held, int(self._fixed_batch or 0)
             check_input(f"model {self.label}", name, want, x)
             args.append(x)
         stream_ctx = torch.cuda.stream(self._stream) if self._stream is not None else nullcontext()
