@@ -296,6 +296,8 @@ class NodeRunner:
         self._cost_ns[instance] = float(compute_ns)
         if self._pinned_inline[instance] or not self._can_adapt[instance] or len(samples) < 8:
             return
+        if self._inline[instance] and len(samples) == samples.maxlen and self.stats.batches % 8:
+            return  # on the loop, a median over a full window only needs checking every 8 batches
         if self._inline[instance]:
             switch = sorted(samples)[len(samples) // 2] > 2 * INLINE_BELOW_NS
         else:
@@ -369,10 +371,11 @@ class NodeRunner:
         return result
 
     def _run(self, kernel: Kernel, device: InstanceDevice, slots: list[Slot]) -> list[Result]:
+        run = self._run_per_item if kernel.per_item else self._run_batched
+        if device.stream is None:  # CPU: no device or stream to make current
+            return run(kernel, device, slots)
         with device.activate():
-            if kernel.per_item:
-                return self._run_per_item(kernel, device, slots)
-            return self._run_batched(kernel, device, slots)
+            return run(kernel, device, slots)
 
     def _run_per_item(self, kernel: Kernel, device: InstanceDevice, slots: list[Slot]) -> list[Result]:
         out: list[Result] = []
