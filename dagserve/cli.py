@@ -118,6 +118,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
         Path(args.output).write_text(result.plan.to_json(), encoding="utf-8")
         if args.format == "text":
             print(f"wrote {args.output} (plan {result.plan.hash[:12]})", file=sys.stderr)
+    elif args.format == "text" and not args.explain:
+        # Nothing asked for but the check itself: say that it passed and how to get the plan.
+        print(f"{args.spec}: ok ({len(result.plan.nodes)} nodes, plan {result.plan.hash[:12]}, target "
+              f"{result.plan.target}); write it with -o FILE (or -o - for stdout), read it with --explain",
+              file=sys.stderr)
     return EXIT_OK
 
 

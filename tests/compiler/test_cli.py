@@ -179,3 +179,11 @@ def test_compile_to_stdout_keeps_stdout_for_the_plan_alone(capsys: pytest.Captur
     diagnostics, explanation = err.split("\npipeline ", 1)  # the JSON diagnostics, then --explain
     assert json.loads(diagnostics)["warnings"] == 1
     assert "copies: 0" in explanation
+
+
+def test_compile_without_output_says_it_passed_and_how_to_get_the_plan(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compile", str(GOOD), "--target", "cpu", *ROOT]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""  # stdout stays clean for '-o -'
+    assert f"{GOOD}: ok (" in captured.err and "target cpu" in captured.err
+    assert "-o FILE" in captured.err and "--explain" in captured.err
