@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+import numpy as np
+
 from dagserve.errors import MissingExtraError, UnrecoverableError
 from dagserve.ops.base import KernelContext
 from dagserve.types import Device
@@ -89,8 +91,6 @@ class InstanceDevice:
 
 def to_host(x: Any) -> Any:
     """A NumPy view or copy of ``x`` (zero-copy for NumPy and CPU DLPack producers)."""
-    import numpy as np
-
     if isinstance(x, np.ndarray):
         return x
     module = type(x).__module__.split(".")[0]

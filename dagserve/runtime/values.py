@@ -67,6 +67,8 @@ def scatter(batch: Any, count: int, ragged: bool, ready: Any = None) -> list[Ite
             raise ValueError(f"returned {len(batch)} items for a batch of {count}")
         return [ItemValue(v, None, ready) for v in batch]
     shape = getattr(batch, "shape", None)
+    if count == 1 and shape and shape[0] == 1:  # the common single-item batch, without the general path
+        return [ItemValue(batch, 0, ready)]
     if shape is None or len(shape) == 0 or shape[0] != count:
         got = "a scalar" if not shape else f"leading dimension {shape[0]}"
         raise ValueError(f"returned {got} for a batch of {count}")
@@ -84,6 +86,8 @@ def gather(values: Sequence[ItemValue], ragged: bool) -> Any:
     if first.index is not None:
         base = first.base
         start = first.index
+        if len(values) == 1:  # one item: the whole base when it holds just that item, else a one-row view
+            return base if start == 0 and base.shape[0] == 1 else base[start:start + 1]
         contiguous = all(
             v.base is base and v.index == start + k for k, v in enumerate(values)
         )

@@ -68,11 +68,13 @@ def decode_request(request: pb.ModelInferRequest, deadline: float | None) -> Inf
             inputs[tensor.name] = from_raw(tensor.name, tensor.datatype, tensor.shape, raw[i])
         else:
             inputs[tensor.name] = from_contents(tensor.name, tensor.datatype, tensor.shape, tensor.contents)
-    params = {k: parameter_value(v) for k, v in request.parameters.items()}
-    priority, timeout = parse_priority_timeout(params)
+    priority = timeout = None
+    if request.parameters:
+        params = {k: parameter_value(v) for k, v in request.parameters.items()}
+        priority, timeout = parse_priority_timeout(params)
     if deadline is not None:
         timeout = deadline if timeout is None else min(timeout, deadline)
-    outputs = []
+    outputs: list[str] = []
     for out in request.outputs:
         if "classification" in out.parameters:
             raise InvalidInputError(f"output '{out.name}': the classification extension is not supported; "
