@@ -241,7 +241,7 @@ def _summary(limit: dict[str, Any] | None, proto: dict[str, Any] | None, sbs: di
         lines.append("| 1. detect on dagserve / ideal | not measured (no detect pipeline yet) | ≥ 0.85 | — |")
     if proto:
         r = proto["ratio_dagserve_to_bare"]
-        lines.append(f"| 2. identity, dagserve / bare grpc.aio | c=1: {_f(r.get('1'), 2)}, c=16: {_f(r.get('16'), 2)} "
+        lines.append(f"| 2. identity, dagserve / bare grpc.aio | c=1: {_f(r.get('1'), 3)}, c=16: {_f(r.get('16'), 3)} "
                      f"| ≥ 0.8 | {_yes(proto['meets_target'])} |")
     for pipeline, label in (("detect", "3. detect, dagserve / Triton (c ≥ 4; p99 no worse)"),
                             ("add_mul", "3. add_mul, dagserve / Triton (every c)")):
@@ -423,7 +423,7 @@ def _protocol_lines(proto: dict[str, Any] | None, image: str | None) -> list[str
         out.append(f"| {who} | {_f(c1.get('throughput'))} | {_f(c1.get('p99_ms'), 2)} | "
                    f"{_f(c16.get('throughput'))} | {_f(c16.get('p99_ms'), 2)} | {_f(c16.get('server_cores'), 2)} |")
     r = proto["ratio_dagserve_to_bare"]
-    out += ["", f"dagserve / bare: c=1 **{_f(r.get('1'), 2)}**, c=16 **{_f(r.get('16'), 2)}** (target ≥ 0.8)."]
+    out += ["", f"dagserve / bare: c=1 **{_f(r.get('1'), 3)}**, c=16 **{_f(r.get('16'), 3)}** (target ≥ 0.8)."]
     if image:
         out += ["", f"![protocol]({image})"]
     return out
