@@ -60,9 +60,19 @@ async def _round(p: Pipeline, requests: list[np.ndarray]) -> None:
 
 
 async def _settle() -> None:
-    """Let the loop drop the handle that woke us (it holds the gather and its results), then collect."""
+    """Let the loop drop the handle that woke us (it holds the gather and its results), then collect.
+
+    A pool worker posts its batch's results to the loop before it returns, so for a moment
+    after the last answer its frame may still hold that batch's requests: wait (briefly) for
+    the workers to let go. A real leak never does.
+    """
     await asyncio.sleep(0)
     gc.collect()
+    for _ in range(100):
+        if _alive(Request) == 0:
+            return
+        await asyncio.sleep(0.01)
+        gc.collect()
 
 
 def _alive(cls: type) -> int:
