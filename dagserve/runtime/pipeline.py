@@ -151,7 +151,8 @@ class Pipeline:
 
     Args:
         plan: the compiled Plan (the only thing the runtime reads).
-        threads: size of the kernel thread pool (default: one per node instance).
+        threads: run every kernel in one shared pool of this many threads (default: each
+            node instance on a thread of its own, started with its first batch).
         registry: where ops are looked up (default: built-ins and plugins).
     """
 
@@ -163,6 +164,8 @@ class Pipeline:
         self.runners: dict[str, NodeRunner] = {}
         self._threads = threads
         self._executor: ThreadPoolExecutor | None = None
+        """Loads kernels; with ``threads``, also runs them."""
+        self._instance_executors: list[ThreadPoolExecutor] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: _LoopThread | None = None
         self._pumps: Pumps | None = None
@@ -236,9 +239,7 @@ class Pipeline:
         except BaseException as exc:
             self._loop = None
             self.runners = {}
-            if self._executor is not None:
-                self._executor.shutdown(wait=False, cancel_futures=True)
-                self._executor = None
+            self._shutdown_executors(wait=False)
             starting.set_exception(exc)
             starting.exception()  # retrieved: only concurrent callers re-raise it
             raise
@@ -266,11 +267,22 @@ class Pipeline:
                            len(refs) > 1 or self._variadic(node, port))
                 for port, refs in node.inputs.items()
             ]
+            if self._threads:
+                executors = [self._executor] * node.instances
+            else:
+                executors = [
+                    ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"dagserve-{self.name}-{node.name}-{i}")
+                    for i in range(node.instances)
+                ]
+                self._instance_executors.extend(executors)
             runner = NodeRunner(
                 self.name, node, sources, {p: t.ragged for p, t in node.outputs.items()},
-                list(kernels), devices, self._executor, self._deliver,
+                list(kernels), devices, list(executors), self._deliver,
             )
             self.runners[node.name] = runner
+        if not self._threads:  # the kernels are loaded and each instance has its own thread
+            self._executor.shutdown(wait=True)
+            self._executor = None
         self._pumps = Pumps(self._loop)
         for runner in self.runners.values():
             runner.start(self._pumps)
@@ -316,12 +328,16 @@ class Pipeline:
         if stuck:
             log.warning("pipeline '%s': closed while node(s) %s still ran a batch (timeout %s s)",
                         self.name, ", ".join(stuck), timeout)
-        if self._executor is not None:
-            # Every batch has finished (runner.stop waited), so the workers are idle and
-            # exit at once: wait for them, so that no thread outlives the pipeline.
-            self._executor.shutdown(wait=not stuck, cancel_futures=True)
-            self._executor = None
+        # Every batch has finished (runner.stop waited), so the workers are idle and exit
+        # at once: wait for them, so that no thread outlives the pipeline.
+        self._shutdown_executors(wait=not stuck)
         self._loop = None
+
+    def _shutdown_executors(self, wait: bool) -> None:
+        for executor in [*self._instance_executors, *([self._executor] if self._executor else [])]:
+            executor.shutdown(wait=wait, cancel_futures=True)
+        self._instance_executors = []
+        self._executor = None
 
     # -- requests ---------------------------------------------------------------------------
 
