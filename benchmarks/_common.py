@@ -172,8 +172,9 @@ def aggregate(trials: list[Trial]) -> dict[str, dict[int, dict[str, Any]]]:
         for r in trial.results:
             cell = out.setdefault(trial.contestant, {}).setdefault(
                 r.concurrency, {"throughput": [], "p50_ms": [], "p99_ms": [], "server_cores": [],
-                                "foreign_cores": [], "cpu_ms_per_req": [], "failures": []})
+                                "foreign_cores": [], "cpu_ms_per_req": [], "failures": [], "reps": []})
             if r.ok:
+                cell["reps"].append(trial.rep)
                 cell["throughput"].append(r.throughput)
                 cell["p50_ms"].append(r.p50_ms)
                 cell["p99_ms"].append(r.p99_ms)
@@ -190,6 +191,27 @@ def aggregate(trials: list[Trial]) -> dict[str, dict[int, dict[str, Any]]]:
             for k in keys:
                 cell[k] = _median(cell[k])
     return out
+
+
+def paired_ratio(table: dict[str, dict[Any, dict[str, Any]]], a: str, b: str, c: Any) -> float | None:
+    """Median over repetitions of a's throughput / b's, each pair measured in the same repetition.
+
+    Contestants of one repetition take turns within seconds of each other, while
+    repetitions are minutes apart and this machine's speed drifts in between: a
+    ratio within a repetition cancels the drift, a ratio of medians does not.
+    Falls back to the ratio of medians when no repetition has both.
+    """
+    cell_a, cell_b = table.get(a, {}).get(c), table.get(b, {}).get(c)
+    if not cell_a or not cell_b:
+        return None
+    samples_a, samples_b = cell_a["samples"]["throughput"], cell_b["samples"]["throughput"]
+    reps_a = cell_a.get("reps") or (list(range(len(samples_a))) if "reps" not in cell_a else [])
+    reps_b = cell_b.get("reps") or (list(range(len(samples_b))) if "reps" not in cell_b else [])
+    by_rep_b = dict(zip(reps_b, samples_b))
+    pairs = [x / by_rep_b[r] for r, x in zip(reps_a, samples_a) if by_rep_b.get(r)]
+    if not pairs:
+        return ratio(cell_a["throughput"], cell_b["throughput"])
+    return _median(pairs)
 
 
 def ratio(a: float | None, b: float | None) -> float | None:

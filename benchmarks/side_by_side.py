@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _detect
-from benchmarks._common import Settings, aggregate, interleaved, ratio, save
+from benchmarks._common import Settings, aggregate, interleaved, paired_ratio, ratio, save
 from benchmarks._detect import DetectSetup
 from benchmarks._proc import Managed
 from benchmarks._servers import REPO, prepare_triton_repo, start_dagserve, start_triton
@@ -44,19 +44,27 @@ def compare(settings: Settings, pipeline: str, spec: Path, repos: dict[str, Path
     }
     trials = interleaved(settings, starters, pipeline, settings.concurrency, f"sbs-{pipeline}", shape=shape,
                          input_data=input_data)
-    table = aggregate(trials)
-    high = [c for c in settings.concurrency if c >= min_level]
+    return judge(pipeline, aggregate(trials), list(settings.concurrency), min_level)
+
+
+def judge(pipeline: str, table: dict[str, Any], levels: list[Any], min_level: int) -> dict[str, Any]:
+    """Ratios against Triton's better instance count, and the verdict.
+
+    The throughput ratio is the median of per-repetition ratios (see ``paired_ratio``);
+    p50/p99 and CPU ratios are of medians.
+    """
+    high = [c for c in levels if int(c) >= min_level]
 
     def score(who: str) -> float:
         return sum(table[who][c]["throughput"] or 0.0 for c in high)
 
     best = max(("triton-1", "triton-2"), key=score)
     rows: list[dict[str, Any]] = []
-    for c in settings.concurrency:
+    for c in levels:
         d, t = table["dagserve"][c], table[best][c]
         rows.append({
-            "concurrency": c,
-            "throughput_ratio": ratio(d["throughput"], t["throughput"]),
+            "concurrency": int(c),
+            "throughput_ratio": paired_ratio(table, "dagserve", best, c),
             "p99_ratio": ratio(d["p99_ms"], t["p99_ms"]),
             "p50_ratio": ratio(d["p50_ms"], t["p50_ms"]),
             "cpu_efficiency_ratio": ratio(t.get("cpu_ms_per_req"), d.get("cpu_ms_per_req")),
