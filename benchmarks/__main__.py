@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         section("external", lambda: external.run(settings))
 
     meta = {"quick": args.quick, "reps": settings.reps, "sections": wanted, "notes": settings.notes,
-            "when": time.strftime("%Y-%m-%d %H:%M %Z"), "seconds": time.monotonic() - t0,
+            "when": time.strftime("%Y-%m-%d %H:%M %Z"), "commit": report.git_commit(),
+            "seconds": time.monotonic() - t0,
             "cpus": len(os.sched_getaffinity(0)), "python": platform.python_version(),
             "detect_spec": str(spec) if spec else None, "boost_nice": BOOST["nice"],
             "quiet_waited_s": round(settings.quiet_waited_s), "quiet_budget_s": settings.quiet_budget_s}

@@ -161,8 +161,17 @@ def interleaved(settings: Settings, starters: dict[str, Callable[[str], Managed]
     return trials
 
 
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
+def median(values: list[float | None]) -> float | None:
+    """The median of the known values (``None`` for a failed measurement is skipped)."""
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def fmt(x: float | None, digits: int = 0, unit: str = "") -> str:
+    """A number for a report or a log line: thousands separated, ``—`` when unknown."""
+    if x is None:
+        return "—"
+    return f"{x:,.{digits}f}{unit}"
 
 
 def aggregate(trials: list[Trial]) -> dict[str, dict[int, dict[str, Any]]]:
@@ -189,7 +198,7 @@ def aggregate(trials: list[Trial]) -> dict[str, dict[int, dict[str, Any]]]:
             keys = ("throughput", "p50_ms", "p99_ms", "server_cores", "foreign_cores", "cpu_ms_per_req")
             cell["samples"] = {k: list(cell[k]) for k in keys}
             for k in keys:
-                cell[k] = _median(cell[k])
+                cell[k] = median(cell[k])
     return out
 
 
@@ -211,7 +220,7 @@ def paired_ratio(table: dict[str, dict[Any, dict[str, Any]]], a: str, b: str, c:
     pairs = [x / by_rep_b[r] for r, x in zip(reps_a, samples_a) if by_rep_b.get(r)]
     if not pairs:
         return ratio(cell_a["throughput"], cell_b["throughput"])
-    return _median(pairs)
+    return median(pairs)
 
 
 def ratio(a: float | None, b: float | None) -> float | None:

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import Settings, Trial, aggregate, log, measure, ratio, save, warmup
+from benchmarks._common import Settings, Trial, aggregate, fmt, log, measure, median, ratio, save, warmup
 from benchmarks._detect import DetectSetup
 from benchmarks._proc import new_session, running
 from benchmarks._servers import REPO, settle, start_dagserve
@@ -281,8 +281,8 @@ def run(settings: Settings, setup: DetectSetup) -> dict[str, Any]:
             "runtime_to_parallel": ratio(in_runtime["throughput"], parallel["throughput"]),
             "parallel_to_ideal": ratio(parallel["throughput"], costs["ideal_throughput"]),
         })
-        log(f"  rep {rep + 1}: {_fmt(per_rep[-1]['throughput'])} images/s = "
-            f"{_fmt(per_rep[-1]['ratio_to_ideal'], 2)} of that repetition's ideal")
+        log(f"  rep {rep + 1}: {fmt(per_rep[-1]['throughput'])} images/s = "
+            f"{fmt(per_rep[-1]['ratio_to_ideal'], 2)} of that repetition's ideal")
     # The stage table shows the repetition whose ideal is the median one.
     order = sorted(range(len(all_costs)), key=lambda i: all_costs[i]["ideal_throughput"])
     costs = all_costs[order[len(order) // 2]]
@@ -293,7 +293,7 @@ def run(settings: Settings, setup: DetectSetup) -> dict[str, Any]:
     best_c = max(table, key=lambda c: table[c]["throughput"] or 0.0)
     best = table[best_c]
     server_cpu = best["server_cores"] / best["throughput"] if best["throughput"] else None
-    cpu_per_image = _median([c["cpu_s_per_image"] for c in all_costs])
+    cpu_per_image = median([c["cpu_s_per_image"] for c in all_costs])
     data = {
         "spec": str(setup.spec),
         "reps": settings.reps,
@@ -302,13 +302,13 @@ def run(settings: Settings, setup: DetectSetup) -> dict[str, Any]:
         "parallel": parallel,
         "runtime": in_runtime,
         "per_rep": per_rep,
-        "steps": {key: _median([r[key] for r in per_rep])
+        "steps": {key: median([r[key] for r in per_rep])
                   for key in ("parallel_to_ideal", "runtime_to_parallel", "ratio_to_runtime")},
-        "ratio_to_parallel": _median([r["ratio_to_parallel"] for r in per_rep]),
+        "ratio_to_parallel": median([r["ratio_to_parallel"] for r in per_rep]),
         "dagserve": table,
         "best_concurrency": best_c,
         "throughput": best["throughput"],
-        "ratio_to_ideal": _median([r["ratio_to_ideal"] for r in per_rep]),
+        "ratio_to_ideal": median([r["ratio_to_ideal"] for r in per_rep]),
         "server_cpu_s_per_image": server_cpu,
         "cpu_efficiency": ratio(cpu_per_image, server_cpu),
         "foreign_cores": best["foreign_cores"],
@@ -317,21 +317,9 @@ def run(settings: Settings, setup: DetectSetup) -> dict[str, Any]:
     }
     data["meets_target"] = bool(data["ratio_to_ideal"] is not None and data["ratio_to_ideal"] >= TARGET)
     log(f"  dagserve: best {best['throughput']:.1f} images/s at c={best_c}; median per-repetition ratio to the "
-        f"ideal {_fmt(data['ratio_to_ideal'], 2)}; CPU efficiency {data['cpu_efficiency'] or 0:.2f}")
+        f"ideal {fmt(data['ratio_to_ideal'], 2)}; CPU efficiency {data['cpu_efficiency'] or 0:.2f}")
     save("limit", data)
     return data
-
-
-def _median(values: list[float | None]) -> float | None:
-    known = sorted(v for v in values if v is not None)
-    if not known:
-        return None
-    mid = len(known) // 2
-    return known[mid] if len(known) % 2 else (known[mid - 1] + known[mid]) / 2
-
-
-def _fmt(value: float | None, digits: int = 1) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def main(argv: list[str] | None = None) -> int:
