@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 import types
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,8 @@ BUILTIN_KERNEL_OPS = [
     op.name for op in default_registry() if op.kernel and op.kernel.startswith("dagserve.ops.kernels")
 ]
 
-PER_ITEM = {"image.decode", "image.resize", "image.letterbox", "image.crop", "detect.nms"}
+PER_ITEM = {"image.decode", "image.resize", "image.letterbox", "image.crop", "detect.nms", "image.warp_quad",
+            "image.rotate", "ocr.det_prepare", "ocr.db_boxes", "ocr.text_resize", "ocr.ctc_decode"}
 
 MINIMAL_PARAMS: dict[str, dict[str, Any]] = {
     "image.resize": {"size": [8, 8]},
@@ -33,6 +35,8 @@ MINIMAL_PARAMS: dict[str, dict[str, Any]] = {
     "tensor.split": {"sizes": [1, 1]},
     "math.add": {"value": 1},
     "math.mul": {"value": 1},
+    "image.rotate": {"degrees": 180},
+    "ocr.ctc_decode": {"characters": str(Path(__file__).parent / "fixtures" / "characters.txt")},
 }
 
 

@@ -16,9 +16,9 @@ __all__ = ["KernelInputError", "check_dtype", "op_params", "readable"]
 
 @cache
 def _builtin_ops() -> dict[str, OpDef]:
-    from dagserve.ops import classify, detect, image, tensor
+    from dagserve.ops import classify, detect, image, ocr, tensor
 
-    return {op.name: op for module in (image, detect, classify, tensor) for op in module.OPS}
+    return {op.name: op for module in (image, detect, classify, tensor, ocr) for op in module.OPS}
 
 
 def op_params(ctx: KernelContext) -> dict[str, Any]:
