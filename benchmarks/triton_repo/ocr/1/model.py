@@ -1,0 +1,1 @@
+../../../triton_steps/ocr_bls.py

@@ -1,0 +1,1 @@
+../../../triton_steps/ocr_model.py
