@@ -47,8 +47,11 @@ class Outcome:
 
 
 def simulate(policy: BatchPolicy, instances: int, arrivals: list[Arrival], service_us: list[int],
-             batcher_cls: type[Batcher[tuple[int, int]]] = Batcher) -> Outcome:
-    """Run the arrival pattern through a batcher and ``instances`` simulated workers."""
+             batcher_cls: type[Batcher[tuple[int, int]]] = Batcher, fair: bool = False) -> Outcome:
+    """Run the arrival pattern through a batcher and ``instances`` simulated workers.
+
+    With ``fair`` each request's items are put as one flow (as fan-out children are).
+    """
     dead: set[int] = set()
     batcher = batcher_cls(policy, lambda p: p[0] not in dead)
     out = Outcome()
@@ -115,7 +118,7 @@ def simulate(policy: BatchPolicy, instances: int, arrivals: list[Arrival], servi
                     out.refused.add((rid, i))
                     continue
                 try:
-                    batcher.put((rid, i), now / 1e6, arrival.priority, deadline)
+                    batcher.put((rid, i), now / 1e6, arrival.priority, deadline, rid if fair else None)
                 except QueueFull:
                     out.refused.add((rid, i))
                     dead.add(rid)  # the runtime fails the whole request
@@ -193,6 +196,54 @@ def scenarios(draw: st.DrawFn) -> tuple[BatchPolicy, int, list[Arrival], list[in
 def test_batcher_accounts_for_every_item_once_in_order_and_never_idles_past_a_delay(
         scenario: tuple[BatchPolicy, int, list[Arrival], list[int]]) -> None:
     simulate(*scenario)
+
+
+@settings(max_examples=150, deadline=None)
+@given(scenarios())
+def test_fair_queuing_keeps_every_invariant_of_the_batcher(
+        scenario: tuple[BatchPolicy, int, list[Arrival], list[int]]) -> None:
+    simulate(*scenario, fair=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(sizes=st.lists(st.integers(1, 40), min_size=2, max_size=6), data=st.data())
+def test_fair_queuing_serves_backlogged_flows_within_one_batch_of_each_other(
+        sizes: list[int], data: st.DataObject) -> None:
+    """Start-time fair queuing: flows queued from the start never differ by more than one batch served."""
+    puts = [flow for flow, n in enumerate(sizes) for _ in range(n)]
+    order = data.draw(st.permutations(puts))
+    batcher: Batcher[tuple[int, int]] = Batcher(BatchPolicy(max_batch_size=data.draw(st.integers(1, 4))))
+    counts = [0] * len(sizes)
+    for flow in order:
+        batcher.put((flow, counts[flow]), 0.0, flow=flow)
+        counts[flow] += 1
+    served = [0] * len(sizes)
+    while len(batcher):
+        for item in batcher.poll(0.0).batch:
+            flow, index = item.payload
+            assert index == served[flow], "a flow's items left out of order"
+            served[flow] += 1
+        backlogged = [f for f in range(len(sizes)) if served[f] < sizes[f]]
+        taken = [served[f] for f in backlogged]
+        if taken:
+            assert max(taken) - min(taken) <= batcher.policy.max_batch_size, served
+    assert served == sizes
+
+
+def test_a_small_flow_is_not_queued_behind_a_huge_one() -> None:
+    batcher: Batcher[tuple[str, int]] = Batcher(BatchPolicy(max_batch_size=8))
+    for i in range(1000):
+        batcher.put(("huge", i), 0.0, flow="huge")
+    assert [item.payload for item in batcher.poll(0.0).batch] == [("huge", i) for i in range(8)]
+    batcher.put(("small", 0), 0.0, flow="small")
+    batcher.put(("small", 1), 0.0, flow="small")
+    second = [item.payload for item in batcher.poll(0.0).batch]
+    assert ("small", 0) in second and ("small", 1) in second
+    without_flows: Batcher[tuple[str, int]] = Batcher(BatchPolicy(max_batch_size=8))
+    for i in range(1000):
+        without_flows.put(("huge", i), 0.0)
+    without_flows.put(("small", 0), 0.0)
+    assert all(item.payload[0] == "huge" for item in without_flows.poll(0.0).batch)  # plain FIFO
 
 
 @settings(max_examples=100, deadline=None)
