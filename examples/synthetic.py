@@ -34,7 +34,7 @@ from __future__ import annotations
 import colorsys
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
 import numpy as np
@@ -43,10 +43,12 @@ from PIL import Image, ImageDraw
 __all__ = [
     "BACKGROUNDS",
     "CLASS_NAMES",
+    "COLOUR_NAMES",
     "EVAL_SEED_START",
     "SIZE_RANGE",
     "TRAIN_SEEDS",
     "Scene",
+    "colour_of",
     "encode_jpeg",
     "eval_seeds",
     "make_scene",
@@ -83,13 +85,16 @@ class Scene:
     """One synthetic scene.
 
     ``image`` is ``uint8[H, W, 3]`` RGB; ``boxes`` is ``float32[K, 4]`` ``xyxy`` in image
-    pixels; ``labels`` is ``int64[K]`` indices into ``CLASS_NAMES``; ``seed`` made it.
+    pixels; ``labels`` is ``int64[K]`` indices into ``CLASS_NAMES``; ``seed`` made it;
+    ``hues`` is ``float32[K]``, each object's hue in ``[0, 1)`` (HSV), which
+    :func:`colour_of` names.
     """
 
     image: np.ndarray
     boxes: np.ndarray
     labels: np.ndarray
     seed: int
+    hues: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
 
 
 def eval_seeds(count: int = 200) -> range:
@@ -198,16 +203,25 @@ def _shape_alpha(label: int, side: int, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(small, dtype=np.float32) / 255.0
 
 
-def _pick_colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarray:
-    """A saturated RGB colour that differs clearly from ``under`` (the mean background)."""
-    colour = under
+COLOUR_NAMES = ("red", "yellow", "green", "cyan", "blue", "magenta")
+"""Colour families of the objects, by hue: six 60° sectors centred on these primaries."""
+
+
+def colour_of(hue: float) -> int:
+    """The index in ``COLOUR_NAMES`` of the hue sector ``hue`` (0..1) falls in."""
+    return round(hue * 6) % 6
+
+
+def _pick_colour(rng: np.random.Generator, under: np.ndarray) -> tuple[np.ndarray, float]:
+    """A saturated RGB colour that differs clearly from ``under`` (the mean background), and its hue."""
+    colour, hue = under, 0.0
     for _ in range(20):
         hue = rng.random()
         sat, val = rng.uniform(0.75, 1.0), rng.uniform(0.75, 1.0)
         colour = np.array(colorsys.hsv_to_rgb(hue, sat, val), dtype=np.float32) * 255.0
         if float(np.linalg.norm(colour - under)) >= MIN_CONTRAST:
             break
-    return colour
+    return colour, hue
 
 
 def _overlap(box: np.ndarray, others: list[np.ndarray]) -> float:
@@ -260,6 +274,7 @@ def make_scene(seed: int, size: tuple[int, int] | None = None) -> Scene:
     squares: list[np.ndarray] = []
     boxes: list[list[float]] = []
     labels: list[int] = []
+    hues: list[float] = []
     for _ in range(count):
         square = _place(rng, height, width, squares)
         if square is None:
@@ -268,16 +283,18 @@ def make_scene(seed: int, size: tuple[int, int] | None = None) -> Scene:
         label = int(rng.integers(len(CLASS_NAMES)))
         alpha = _shape_alpha(label, side, rng)
         region = image[y:y + side, x:x + side]
-        colour = _pick_colour(rng, region.reshape(-1, 3).mean(axis=0))
+        colour, hue = _pick_colour(rng, region.reshape(-1, 3).mean(axis=0))
         region[...] = region * (1.0 - alpha[:, :, None]) + colour * alpha[:, :, None]
         rows = np.flatnonzero((alpha >= 0.5).any(axis=1))
         cols = np.flatnonzero((alpha >= 0.5).any(axis=0))
         boxes.append([x + cols[0], y + rows[0], x + cols[-1] + 1, y + rows[-1] + 1])
         labels.append(label)
+        hues.append(hue)
         squares.append(square)
     return Scene(
         image=np.clip(np.rint(image), 0, 255).astype(np.uint8),
         boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
         labels=np.asarray(labels, dtype=np.int64),
         seed=seed,
+        hues=np.asarray(hues, dtype=np.float32),
     )
