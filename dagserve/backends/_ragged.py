@@ -66,6 +66,6 @@ def pad_to_widest(items: Sequence[Any], value: float = 0.0, min_shape: Sequence[
     xp = _namespace(items[0])
     out = xp.full((len(items), *shape), value, dtype=dtype)
     for k, item in enumerate(items):
-        corner = tuple(slice(0, int(n)) for n in item.shape)
-        out[(k, *corner)] = item
+        index = (k, *(slice(0, int(n)) for n in item.shape))
+        out[index] = item
     return out
