@@ -181,6 +181,7 @@ def cmd_ops(args: argparse.Namespace) -> int:
 
 def _port_in_use(host: str, port: int) -> bool:
     """Whether ``host:port`` cannot be bound now (another process listens there), as the servers bind it."""
+    import errno
     import socket
 
     try:
@@ -192,8 +193,9 @@ def _port_in_use(host: str, port: int) -> bool:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC and aiohttp do
             try:
                 probe.bind(address)
-            except OSError:
-                return True
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:  # not e.g. EADDRNOTAVAIL: ::1 on a host without IPv6
+                    return True
     return False
 
 
