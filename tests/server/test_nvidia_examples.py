@@ -91,9 +91,9 @@ IDENTITY_SPEC = """
     """
 
 
-def simple_onnx(path: Path, strings: bool = False) -> None:
-    """``simple`` (INT32) or ``simple_string`` (decimal strings, through INT32) as an ONNX model."""
-    kind = TensorProto.STRING if strings else TensorProto.INT32
+def simple_onnx(path: Path, strings: bool = False, kind: int = TensorProto.INT32) -> None:
+    """``simple`` (INT32), ``simple_int8`` or ``simple_string`` (decimal strings, through INT32) as ONNX."""
+    kind = TensorProto.STRING if strings else kind
     io = {n: helper.make_tensor_value_info(n, kind, ["batch", 16]) for n in ("INPUT0", "INPUT1", "OUTPUT0", "OUTPUT1")}
     nodes = []
     a, b = "INPUT0", "INPUT1"
@@ -117,8 +117,11 @@ def write_models(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     simple_onnx(directory / "simple.onnx")
     simple_onnx(directory / "simple_string.onnx", strings=True)
+    simple_onnx(directory / "simple_int8.onnx", kind=TensorProto.INT8)
+    int8_spec = (SIMPLE_SPEC.replace("int32", "int8").replace("simple.onnx", "simple_int8.onnx")
+                 .replace("name: simple", "name: simple_int8").replace("model simple,", "model simple_int8,"))
     for name, text in (("simple.yaml", SIMPLE_SPEC), ("simple_string.yaml", STRING_SPEC),
-                       ("simple_identity.yaml", IDENTITY_SPEC)):
+                       ("simple_identity.yaml", IDENTITY_SPEC), ("simple_int8.yaml", int8_spec)):
         (directory / name).write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
     return directory
 
@@ -411,6 +414,28 @@ def test_grpc_explicit_int_content_client(stub: service_pb2_grpc.GRPCInferenceSe
     assert "raw input" in caught.value.details()
 
 
+def test_grpc_explicit_int8_content_client(stub: service_pb2_grpc.GRPCInferenceServiceStub) -> None:
+    input0, input1 = list(range(16)), [1] * 16
+    request = service_pb2.ModelInferRequest(model_name="simple_int8", model_version="")
+    for name, data in (("INPUT0", input0), ("INPUT1", input1)):
+        tensor = service_pb2.ModelInferRequest().InferInputTensor(name=name, datatype="INT8", shape=[1, 16])
+        tensor.contents.int_contents[:] = data
+        request.inputs.extend([tensor])
+    for name in ("OUTPUT0", "OUTPUT1"):
+        request.outputs.extend([service_pb2.ModelInferRequest().InferRequestedOutputTensor(name=name)])
+    response = stub.ModelInfer(request)
+    results = [np.resize(np.frombuffer(raw, dtype=np.int8), list(o.shape))
+               for o, raw in zip(response.outputs, response.raw_output_contents)]
+    assert len(results) == 2
+    check_sum_and_difference(np.array([input0]), np.array([input1]), results[0], results[1])
+    # a version that is no number is refused (Triton: "failed to get model version from specified
+    # version string 'wrong_specification'"); dagserve's words differ, its refusal names the version
+    request.model_version = "wrong_specification"
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(request)
+    assert "wrong_specification" in caught.value.details()
+
+
 def test_grpc_explicit_byte_content_client(stub: service_pb2_grpc.GRPCInferenceServiceStub) -> None:
     request = service_pb2.ModelInferRequest(model_name="simple_string", model_version="")
     for name, values in (("INPUT0", [str(i) for i in range(16)]), ("INPUT1", ["1"] * 16)):
@@ -482,7 +507,7 @@ def test_simple_model_control(explicit_server: ServerProcess, protocol: str) -> 
         url=explicit_server.grpc_url if protocol == "grpc" else explicit_server.http_url)
     index = client.get_model_repository_index()
     names = {m.name for m in index.models} if protocol == "grpc" else {m["name"] for m in index}
-    assert names == {"simple", "simple_string", "simple_identity"}  # Triton's example repository has 8
+    assert names == {"simple", "simple_int8", "simple_string", "simple_identity"}  # Triton's repository has 8
     client.load_model("simple")
     assert client.is_model_ready("simple")
     with pytest.raises(InferenceServerException) as caught:
