@@ -12,12 +12,15 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from dagserve import __version__
 from dagserve.compiler.context import CompileOptions
 from dagserve.compiler.driver import CompileResult, compile_file
 from dagserve.diagnostics import Diagnostic, render_json, render_text
+
+if TYPE_CHECKING:
+    from dagserve.ops.base import OpDef
 
 __all__ = ["main"]
 
@@ -143,6 +146,15 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _ports_text(op: OpDef) -> str:
+    """``x, mask? -> y`` for ``dagserve ops``; ports a node names at load or compile time are said to be so."""
+    if op.dynamic_ports and not op.inputs:
+        return "(ports from the class)" if op.kind != "model" else "(ports from the model)"
+    inputs = ", ".join(p.name + ("?" if p.optional else "") for p in op.inputs)
+    outputs = ", ".join(p.name for p in op.outputs) if op.outputs else "(outputs named by its params)"
+    return f"{inputs} -> {outputs}"
+
+
 def cmd_ops(args: argparse.Namespace) -> int:
     from dagserve.ops.registry import default_registry
 
@@ -155,6 +167,7 @@ def cmd_ops(args: argparse.Namespace) -> int:
                 "devices": sorted(op.devices),
                 "inputs": [p.name for p in op.inputs],
                 "outputs": [p.name for p in op.outputs],
+                "dynamic_ports": op.dynamic_ports,
                 "params": dict(op.params_schema),
             }
             for op in registry
@@ -162,16 +175,58 @@ def cmd_ops(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2))
         return EXIT_OK
     for op in registry:
-        ports = "(ports from the model)" if op.dynamic_ports and not op.inputs else (
-            f"{', '.join(p.name + ('?' if p.optional else '') for p in op.inputs)} -> "
-            f"{', '.join(p.name for p in op.outputs)}")
-        print(f"{op.name:18} [{'/'.join(sorted(op.devices))}] {ports}\n{'':18} {op.summary}")
+        print(f"{op.name:18} [{'/'.join(sorted(op.devices))}] {_ports_text(op)}\n{'':18} {op.summary}")
     return EXIT_OK
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    """Whether ``host:port`` cannot be bound now (another process listens there), as the servers bind it."""
+    import errno
+    import socket
+
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return False  # an unresolvable host: the server's own error says so
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC and aiohttp do
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:  # not e.g. EADDRNOTAVAIL: ::1 on a host without IPv6
+                    return True
+    return False
+
+
+def _busy_port_error(args: argparse.Namespace) -> str | None:
+    """One line naming the flag to change when a listener's port is taken, before any server starts.
+
+    Checked up front because gRPC's C core logs its own bind failure before Python
+    sees it, and aiohttp's surfaces as a traceback.
+    """
+    flags = {"--grpc-port": args.grpc_port, "--http-port": args.http_port, "--metrics-port": args.metrics_port}
+    seen: dict[int, str] = {}
+    for flag, port in flags.items():
+        if port <= 0:
+            continue
+        if port in seen:
+            return f"dagserve serve: {flag} {port} is also {seen[port]}; give each listener its own port"
+        seen[port] = flag
+        if _port_in_use(args.host, port):
+            return (f"dagserve serve: port {port} on {args.host} is already in use; change {flag} "
+                    f"(0 picks a free port, -1 turns that listener off)")
+    return None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
     import logging
+
+    busy = _busy_port_error(args)
+    if busy:
+        print(busy, file=sys.stderr)
+        return EXIT_ERRORS
 
     from dagserve.server.app import ServerConfig, serve
 

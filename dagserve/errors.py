@@ -53,11 +53,11 @@ class CompileError(DagserveError):
 class MissingExtraError(DagserveError):
     """An optional dependency is not installed; the message names the extra."""
 
-    def __init__(self, what: str, module: str, extra: str) -> None:
+    def __init__(self, what: str, module: str, extra: str, then: str = "") -> None:
         self.extra = extra
         super().__init__(
             f"{what} needs the Python module {module!r}, which is not installed; "
-            f"install it with: pip install 'dagserve[{extra}]'"
+            f"install it with: pip install 'dagserve[{extra}]'{then}"
         )
 
 

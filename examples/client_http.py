@@ -1,6 +1,6 @@
 """The same as ``client_grpc.py`` over HTTP/REST (Triton's binary tensor extension).
 
-    python examples/client_http.py --model classify digit.png --url 127.0.0.1:8000
+    python examples/client_http.py --model classify /tmp/digit.png --url 127.0.0.1:8000
 """
 
 from __future__ import annotations

@@ -16,10 +16,17 @@ resize to ``SIZE x SIZE`` (bilinear), multiply by ``1/255``, subtract ``MEAN`` a
 
 Split (:func:`split`): ``train_test_split(range(1797), test_size=0.25, random_state=0,
 stratify=target)``; the 450 held-out digits are never used in training.
+
+As a script it writes one held-out digit as a PNG, to send through ``classify``::
+
+    python examples/digits.py -o /tmp/digit.png            # the first held-out digit
+    python examples/digits.py --index 7 --size 64 -o /tmp/digit7.png
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 from functools import lru_cache
 
 import numpy as np
@@ -97,3 +104,24 @@ def preprocess(images: np.ndarray) -> np.ndarray:
     scaled = np.stack(batch).astype(np.float32) / np.float32(255.0)
     normalized = (scaled - np.asarray(MEAN, dtype=np.float32)) / np.asarray(STD, dtype=np.float32)
     return np.ascontiguousarray(normalized.transpose(0, 3, 1, 2), dtype=np.float32)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write held-out digit ``--index`` (0..449) as a PNG to ``-o`` (which is required: no file lands in the clone)."""
+    parser = argparse.ArgumentParser(description="Write one held-out handwritten digit as a PNG image.")
+    parser.add_argument("-o", "--output", required=True, help="the PNG to write, e.g. /tmp/digit.png")
+    parser.add_argument("--index", type=int, default=0, help="which of the 450 held-out digits (default 0)")
+    parser.add_argument("--size", type=int, default=SIZE, help=f"side in pixels (default {SIZE})")
+    args = parser.parse_args(argv)
+    held_out = split()
+    if not 0 <= args.index < len(held_out):
+        parser.error(f"--index must be in 0..{len(held_out) - 1}")
+    images, labels = load()
+    which = held_out[args.index]
+    Image.fromarray(render_digit(images[which], args.size)).save(args.output, format="PNG")
+    print(f"wrote {args.output}: a {labels[which]} ({args.size}x{args.size})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

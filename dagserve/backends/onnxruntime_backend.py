@@ -114,6 +114,11 @@ def session_options(params: Mapping[str, Any]) -> Any:
     return options
 
 
+ONNXRUNTIME_GPU_SWAP = "pip uninstall -y onnxruntime && pip install 'onnxruntime-gpu[cuda,cudnn]>=1.26'"
+"""How a GPU user replaces the CPU build (a base dependency) with the CUDA 13 one: both are the module
+``onnxruntime`` and overwrite each other, so no extra can install it beside the CPU build."""
+
+
 def _providers(params: Mapping[str, Any], device: Device, stream: Any) -> list[Any]:
     """The provider list for ``device``: names or ``(name, options)`` pairs, in preference order.
 
@@ -133,7 +138,8 @@ def _providers(params: Mapping[str, Any], device: Device, stream: Any) -> list[A
         names = ["CPUExecutionProvider"]
     if device.is_gpu and "CUDAExecutionProvider" not in available:
         raise MissingExtraError(
-            f"model.onnx on {device} (ONNX Runtime's CUDA execution provider)", "onnxruntime-gpu", "gpu")
+            f"model.onnx on {device} (ONNX Runtime's CUDA execution provider)", "onnxruntime-gpu", "gpu",
+            then=f" && {ONNXRUNTIME_GPU_SWAP} (one onnxruntime distribution per environment: docs/backends.md)")
     missing = [n for n in names if n not in available]
     if missing:
         raise UnrecoverableError(f"model.onnx: execution provider(s) {', '.join(missing)} are not available in "

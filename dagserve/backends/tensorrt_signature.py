@@ -28,7 +28,7 @@ def import_tensorrt() -> Any:
         import tensorrt
     except ImportError as exc:
         raise SignatureError("E-EXTRA", "model.tensorrt needs tensorrt: pip install 'dagserve[gpu]'",
-                             hint="pip install 'dagserve[gpu]' (tensorrt-cu12)") from exc
+                             hint="pip install 'dagserve[gpu]' (tensorrt-cu13)") from exc
     return tensorrt
 
 

@@ -8,7 +8,9 @@ Inputs are ``NAME=@FILE`` or ``NAME=VALUE``:
   input's dtype; for a BYTES input a plain value is its UTF-8 text (a JSON list
   of strings gives several items).
 
-When the pipeline batches and a value has no batch dimension, one is added. The
+When the pipeline batches and a value has no batch dimension, one is added. An
+input that no node reads (``W-UNUSED-INPUT``) needs no ``--input``: it gets zeros
+(or empty bytes) of its type, with the batch size of the others. The
 outputs are printed as a table (name, dtype, shape, abbreviated values) or as
 JSON; ``--repeat N`` also prints latency percentiles. Errors are one line on
 stderr and exit code 1: never a traceback.
@@ -33,7 +35,7 @@ from dagserve.compiler.plan import Plan, PlanTensor
 from dagserve.errors import CompileError, DagserveError
 from dagserve.types import DTYPES
 
-__all__ = ["InputError", "parse_inputs", "run_command"]
+__all__ = ["InputError", "parse_inputs", "read_inputs", "run_command"]
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
 
@@ -136,11 +138,36 @@ def parse_inputs(plan: Plan, args: Sequence[str]) -> dict[str, Any]:
             raise InputError(f"input '{name}' is given twice")
         value = _read(name, spec, tensors[name])
         values[name] = _with_batch_dim(value, tensors[name]) if plan.max_batch_size > 0 else value
-    missing = [n for n in tensors if n not in values]
+    read = read_inputs(plan)
+    missing = [n for n in tensors if n not in values and n in read]
     if missing:
         wanted = ", ".join(f"{n} ({tensors[n].type.render(plan.max_batch_size > 0)})" for n in missing)
         raise InputError(f"missing --input for: {wanted}")
+    count = next((_batch_of(v) for v in values.values()), 1) if plan.max_batch_size > 0 else 1
+    for name, tensor in tensors.items():
+        if name not in values:  # read by no node and no output (W-UNUSED-INPUT): the runtime still wants one
+            values[name] = _placeholder(tensor, count if plan.max_batch_size > 0 else None)
     return values
+
+
+def read_inputs(plan: Plan) -> set[str]:
+    """The pipeline inputs some node or output reads (the rest need no ``--input``)."""
+    refs = [ref for node in plan.nodes for port in node.inputs.values() for ref in port]
+    refs += [t.source for t in plan.outputs if t.source]
+    return {ref.split(".", 1)[1] for ref in refs if ref.startswith("inputs.")}
+
+
+def _batch_of(value: Any) -> int:
+    return len(value) if isinstance(value, list) else int(np.shape(value)[0])
+
+
+def _placeholder(tensor: PlanTensor, count: int | None) -> Any:
+    """Zeros (or empty bytes) of the input's type for an input nothing reads; symbolic dims are 1."""
+    dims = tuple(d if isinstance(d, int) else 1 for d in tensor.type.shape)
+    shape = dims if count is None else (count, *dims)
+    if tensor.type.dtype == "bytes":
+        return np.full(shape, b"", dtype=object)
+    return np.zeros(shape, dtype=np.dtype(DTYPES[tensor.type.dtype][0]))
 
 
 # -- output -------------------------------------------------------------------------------

@@ -209,6 +209,11 @@ class Pipeline:
     def ready(self) -> bool:
         return self._accepting
 
+    @property
+    def in_flight(self) -> int:
+        """Requests received and not yet answered (Triton's pending request count, for the server)."""
+        return len(self._in_flight)
+
     # -- life cycle -------------------------------------------------------------------------
 
     async def start(self) -> None:

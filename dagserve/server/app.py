@@ -72,7 +72,8 @@ class Server:
                 log.error("%s", error)
             if c.exit_on_error:
                 await self.repository.close(timeout=0)
-                raise RuntimeError(f"{len(errors)} pipeline(s) failed to load:\n" + "\n".join(errors))
+                raise RuntimeError(f"{len(errors)} pipeline(s) failed to load (each is reported above); "
+                                   "--no-exit-on-error serves the others")
         if not self.repository.entries:
             log.warning("no pipeline specs found in %s", ", ".join(c.paths))
         options = [

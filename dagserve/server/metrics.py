@@ -7,18 +7,24 @@ integer updates on its event loop, so nothing here touches the request path:
 families when ``/metrics`` is scraped. The scrape runs on the same event loop as
 the runtime, so it reads consistent values without locks.
 
-Every metric is documented in ``docs/server.md``; :data:`METRICS` is the list a
-test checks that document against. Counters restart from zero when a pipeline is
+Beside dagserve's own families, :class:`TritonCollector` exports Triton's
+per-model ``nv_inference_*`` families (a pipeline is a model) and the standard
+``process_*`` metrics come from prometheus_client, so Triton dashboards and
+alerts carry over. Every metric is documented in ``docs/server.md``;
+:data:`METRICS`, :data:`TRITON_METRICS` and :data:`PROCESS_METRICS` are the lists
+a test checks that document against. Counters restart from zero when a pipeline is
 reloaded (a new pipeline object), which Prometheus' ``rate()`` treats as a reset.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
+from functools import partial
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
@@ -27,8 +33,10 @@ from prometheus_client.utils import floatToGoString
 from dagserve import __version__
 from dagserve.runtime.stats import Histogram
 from dagserve.server.repository import Repository
+from dagserve.server.triton import model_statistics
 
-__all__ = ["BATCH_SIZE_BUCKETS", "METRICS", "PipelineCollector", "build_metrics_app"]
+__all__ = ["BATCH_SIZE_BUCKETS", "FAILURE_REASONS", "METRICS", "PROCESS_METRICS", "TRITON_METRICS",
+           "PipelineCollector", "TritonCollector", "build_metrics_app"]
 
 BATCH_SIZE_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 """Upper bounds of the batch-size histogram (a batch larger than the last counts in +Inf)."""
@@ -56,7 +64,17 @@ METRICS: dict[str, str] = {
     "dagserve_node_dropped_total": "counter",
     "dagserve_node_rejected_total": "counter",
 }
-"""Every metric family exported (name as scraped -> type)."""
+"""dagserve's own metric families (name as scraped -> type)."""
+
+PROCESS_METRICS: dict[str, str] = {
+    "process_virtual_memory_bytes": "gauge",
+    "process_resident_memory_bytes": "gauge",
+    "process_start_time_seconds": "gauge",
+    "process_cpu_seconds_total": "counter",
+    "process_open_fds": "gauge",
+    "process_max_fds": "gauge",
+}
+"""prometheus_client's ProcessCollector families (on Linux, where it reads /proc)."""
 
 
 def _histogram(family: HistogramMetricFamily, labels: list[str], hist: Histogram) -> None:
@@ -176,13 +194,133 @@ class PipelineCollector(Collector):
                     dispatch, queue, compute, busy_s, failures, dropped, rejected)
 
 
+TRITON_METRICS: dict[str, str] = {
+    "nv_inference_request_success": "counter",
+    "nv_inference_request_failure": "counter",
+    "nv_inference_count": "counter",
+    "nv_inference_exec_count": "counter",
+    "nv_inference_request_duration_us": "counter",
+    "nv_inference_queue_duration_us": "counter",
+    "nv_inference_compute_input_duration_us": "counter",
+    "nv_inference_compute_infer_duration_us": "counter",
+    "nv_inference_compute_output_duration_us": "counter",
+    "nv_inference_pending_request_count": "gauge",
+}
+"""Triton's per-model families (name as scraped -> type), labelled ``model`` and ``version`` per pipeline."""
+
+FAILURE_REASONS: dict[str, str] = {
+    "DEADLINE_EXCEEDED": "REJECTED",
+    "RESOURCE_EXHAUSTED": "REJECTED",
+    "CANCELLED": "CANCELED",
+    "INTERNAL": "BACKEND",
+}
+"""A failed request's status -> Triton's ``reason`` label; any other status is ``OTHER``.
+
+Triton's REJECTED is a request its scheduler gave up on (timed out or refused by a
+full queue), CANCELED one cancelled, BACKEND one the model failed to run."""
+
+TRITON_REASONS: tuple[str, ...] = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
+
+
+def _counter(name: str, documentation: str) -> Metric:
+    """A counter family whose sample is called ``name`` itself, as Triton's are (no ``_total``)."""
+    return Metric(name, documentation, "counter")
+
+
+def _add(family: Metric, value: float, labels: dict[str, str]) -> None:
+    family.add_sample(family.name, labels, value)
+
+
+class TritonCollector(Collector):
+    """Triton's per-model inference metrics, one "model" per READY pipeline.
+
+    The values are those of :func:`dagserve.server.triton.model_statistics`, so a
+    dashboard and the statistics API agree, as they do on Triton.
+    """
+
+    def __init__(self, repository: Repository) -> None:
+        self.repository = repository
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        success = _counter("nv_inference_request_success",
+                           "Number of successful inference requests, all batch sizes")
+        failure = _counter("nv_inference_request_failure", "Number of failed inference requests, all batch sizes")
+        count = _counter("nv_inference_count", "Number of inferences performed (batch items of successful requests)")
+        executions = _counter("nv_inference_exec_count",
+                              "Number of model executions performed (one per successful request of a pipeline)")
+        request_us = _counter("nv_inference_request_duration_us",
+                              "Cumulative inference request duration in microseconds")
+        queue_us = _counter("nv_inference_queue_duration_us",
+                            "Cumulative inference queuing duration in microseconds (summed over nodes)")
+        input_us = _counter("nv_inference_compute_input_duration_us",
+                            "Cumulative compute input duration in microseconds (0: nodes read inputs in place)")
+        infer_us = _counter("nv_inference_compute_infer_duration_us",
+                            "Cumulative compute inference duration in microseconds (summed over nodes)")
+        output_us = _counter("nv_inference_compute_output_duration_us",
+                             "Cumulative inference compute output duration in microseconds (0: outputs are views)")
+        pending = Metric("nv_inference_pending_request_count",
+                         "Instantaneous number of pending requests awaiting execution per-model.", "gauge")
+        for entry in sorted(self.repository.entries.values(), key=lambda e: e.name):
+            pipeline = entry.pipeline
+            if pipeline is None:
+                continue
+            labels = {"model": entry.name, "version": str(pipeline.plan.version)}
+            stats = pipeline.stats
+            statistics = model_statistics(pipeline)
+            inference = statistics.inference_stats
+
+            add = partial(_add, labels=labels)
+            add(success, stats.success)
+            reasons = dict.fromkeys(TRITON_REASONS, 0)
+            for status, n in stats.failure.items():
+                reasons[FAILURE_REASONS.get(status, "OTHER")] += n
+            for reason, n in reasons.items():
+                failure.add_sample(failure.name, {"model": entry.name, "reason": reason,
+                                                  "version": labels["version"]}, n)
+            add(count, statistics.inference_count)
+            add(executions, statistics.execution_count)
+            add(request_us, inference.success.ns // 1000)
+            add(queue_us, inference.queue.ns // 1000)
+            add(input_us, inference.compute_input.ns // 1000)
+            add(infer_us, inference.compute_infer.ns // 1000)
+            add(output_us, inference.compute_output.ns // 1000)
+            add(pending, pipeline.in_flight)
+        yield from (success, failure, count, executions, request_us, queue_us, input_us, infer_us, output_us,
+                    pending)
+
+
+_TRITON_COUNTER_HEADER = re.compile(
+    r"^# (HELP|TYPE) (" + "|".join(n for n, k in TRITON_METRICS.items() if k == "counter") + r")_total ",
+    flags=re.MULTILINE)
+
+
+def _exposition(registry: CollectorRegistry) -> bytes:
+    """The Prometheus text of ``registry``, with Triton's counters named as Triton names them.
+
+    prometheus_client writes every counter's HELP and TYPE lines as ``NAME_total``;
+    Triton's counters (``nv_inference_request_success`` ...) have no such suffix, and
+    their samples here have none either, so those two lines are renamed to match.
+    """
+    text = generate_latest(registry).decode("utf-8")
+    return _TRITON_COUNTER_HEADER.sub(r"# \1 \2 ", text).encode("utf-8")
+
+
 def build_metrics_app(repository: Repository) -> web.Application:
-    """The metrics application: ``GET /metrics`` in the Prometheus text format."""
+    """The metrics application: ``GET /metrics`` in the Prometheus text format.
+
+    dagserve's own families, Triton's per-model families beside them (so Triton
+    dashboards and alerts carry over), and the standard ``process_*`` metrics.
+    """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PipelineCollector(repository))
+    registry.register(TritonCollector(repository))
+    registry.register(ProcessCollector(registry=None))
 
     async def metrics(request: web.Request) -> web.Response:
-        body: Any = generate_latest(registry)
+        body: Any = _exposition(registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()

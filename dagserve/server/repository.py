@@ -99,7 +99,7 @@ class Repository:
             entry.reason = f"compile failed:\n{error}"
             if entry.pipeline is None:
                 entry.state = "UNAVAILABLE"
-            return f"{spec}: {error}"
+            return error  # the diagnostics already start with the spec's path
         entry.state = "LOADING" if entry.pipeline is None else entry.state
         try:
             await pipeline.start()

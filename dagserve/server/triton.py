@@ -30,6 +30,10 @@ EXTENSIONS = [
 ]
 """Protocol extensions this server really implements (reported by ServerMetadata)."""
 
+IMAGE_FORMATS: dict[str, int] = {"chw": mc.ModelInput.FORMAT_NCHW, "hwc": mc.ModelInput.FORMAT_NHWC}
+"""A spec input's ``layout`` as the config's ``format``: clients such as Triton's image_client
+read it to lay out the pixels they send (and refuse an image model without one)."""
+
 
 def wire_shape(plan: Plan, tensor: PlanTensor, is_input: bool = False) -> list[int]:
     """The shape clients see: -1 for the batch and for every non-fixed dimension.
@@ -91,12 +95,18 @@ def model_config(plan: Plan) -> mc.ModelConfig:
 
 
 def _config_input(plan: Plan, t: PlanTensor, dims: list[int]) -> mc.ModelInput:
-    """One config input; a scalar per batch item is ``dims: [1]`` + ``reshape: {shape: []}``, as in Triton."""
+    """One config input; a scalar per batch item is ``dims: [1]`` + ``reshape: {shape: []}``, as in Triton.
+
+    An image input (``layout: chw`` or ``hwc``, three dims) reports its ``format``.
+    """
     scalar_item = not dims and plan.max_batch_size > 0
     model_input = mc.ModelInput(name=t.name, data_type=mc.DataType.Value(f"TYPE_{_config_type(t)}"),
                                 dims=[1] if scalar_item else dims, allow_ragged_batch=t.type.ragged)
     if scalar_item:
         model_input.reshape.SetInParent()  # reshape {shape: []}
+    image_format = IMAGE_FORMATS.get(t.type.layout or "")
+    if image_format is not None and len(dims) == 3:  # Triton allows a format only on 3-dim (image) inputs
+        model_input.format = image_format
     return model_input
 
 

@@ -6,9 +6,9 @@
 #   DAGSERVE_GPU_NO_INSTALL=1 tests/gpu/run_all.sh      # offline: use the venv as it is
 #   tests/gpu/run_all.sh -k tensorrt     # extra arguments go to pytest
 #
-# Installs: dagserve[gpu,test] (cupy-cuda12x, onnxruntime-gpu, tensorrt-cu12), torch (a CUDA
-# build from PyPI) and DALI (nvidia-dali-cuda130 when the driver supports CUDA 13, else
-# nvidia-dali-cuda120). Tests whose package is missing skip with the reason, so the summary
+# Installs: dagserve[gpu,test] (cupy-cuda13x, tensorrt-cu13), onnxruntime-gpu in place of the CPU
+# onnxruntime (the two are one module; see docs/backends.md), torch (a CUDA build from PyPI) and DALI
+# (nvidia-dali-cuda130 when the driver supports CUDA 13, else nvidia-dali-cuda120). Tests whose package is missing skip with the reason, so the summary
 # line ("N passed, M skipped") says exactly what ran. Exit status: pytest's.
 set -euo pipefail
 
@@ -30,6 +30,8 @@ PY="$VENV/bin/python"
 if [ -z "${DAGSERVE_GPU_NO_INSTALL:-}" ]; then
     "$PY" -m pip install --quiet --upgrade pip
     "$PY" -m pip install --quiet -e "$ROOT[gpu,test]"
+    "$PY" -m pip uninstall --quiet -y onnxruntime
+    "$PY" -m pip install --quiet "onnxruntime-gpu[cuda,cudnn]>=1.26"
     "$PY" -m pip install --quiet torch
     cuda_major="$(nvidia-smi | sed -n 's/.*CUDA Version: \([0-9]*\).*/\1/p' | head -n1)"
     if [ "${cuda_major:-0}" -ge 13 ]; then
