@@ -27,6 +27,7 @@ _BUILTIN_MODULES = (
     "dagserve.ops.detect",
     "dagserve.ops.classify",
     "dagserve.ops.tensor",
+    "dagserve.ops.elementwise",
     "dagserve.ops.models",
     "dagserve.ops.python_op",
     "dagserve.ops.dali",
