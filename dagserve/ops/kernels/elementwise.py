@@ -21,8 +21,8 @@ import numpy as np
 
 from dagserve.ops.base import KernelContext
 from dagserve.ops.elementwise import ARITHMETIC, COMPARISONS
-from dagserve.ops.kernels._array import DeviceArrays
 from dagserve.ops.kernels._common import KernelInputError, readable
+from dagserve.ops.kernels.tensor import _Batched
 
 __all__ = [
     "BinaryKernel", "add", "div", "equal", "greater", "greater_equal", "less", "less_equal", "max", "min",
@@ -33,20 +33,15 @@ _NUMBERS = frozenset("iuf")  # dtype kinds arithmetic takes
 _ORDERED = frozenset("biuf")  # ... and min/max and comparisons
 
 
-class BinaryKernel:
+class BinaryKernel(_Batched):
     """``y = f(a, b)`` with per-item NumPy broadcasting; ``f`` names an ``xp`` function."""
 
-    per_item = False
-    inline = False
-
     def __init__(self, ctx: KernelContext, suffix: str) -> None:
-        self.ctx = ctx
+        super().__init__(ctx)
         self.suffix = suffix
         self.comparison = suffix in COMPARISONS
         self.function = (COMPARISONS if self.comparison else ARITHMETIC)[suffix][0]
         self.kinds = _ORDERED if self.comparison or suffix in ("min", "max") else _NUMBERS
-        self.arrays = DeviceArrays(ctx.device, f"node '{ctx.node}' ({ctx.op})")
-        self.xp = self.arrays.xp
 
     def __call__(self, inputs: dict[str, Any]) -> dict[str, Any]:
         for port in ("a", "b"):
