@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from dagserve.types import Device, Dim, DType, TensorType, dims_compatible
+from dagserve.types import Device, Dim, DType, TensorType, dims_compatible, render_shape
 
 __all__ = [
     "InferContext",
@@ -37,6 +37,7 @@ __all__ = [
     "OpDef",
     "PortDef",
     "TypeProblem",
+    "ragged_rows_hint",
 ]
 
 
@@ -139,6 +140,8 @@ class InferContext:
         want = expected or _describe(dtypes, ranks, shape, layouts, self.batched)
         code = self._first_mismatch(t, dtypes, ranks, shape, layouts)
         if code is not None:
+            if hint is None and code == "E-RANK" and shape is not None:
+                hint = ragged_rows_hint(t, shape, self.source(port, index), port)
             self.mismatch(code, port, t, want, hint, index)
             return False
         if uniform and t.ragged:
@@ -165,6 +168,24 @@ class InferContext:
         if layouts is not None and t.layout is not None and t.layout not in layouts:
             return "E-LAYOUT"
         return None
+
+
+def ragged_rows_hint(produced: TensorType, shape: tuple[Dim | None, ...], source: str, port: str) -> str | None:
+    """The hint for K rows per item (detections) reaching a port that takes one row per item.
+
+    ``detect.nms`` gives each image its own number of boxes, ``float32[K,4]`` (ragged);
+    a port such as ``image.crop``'s ``box`` takes one ``float32[4]``. The ranks differ by
+    exactly that leading ``K``, and no batching setting fixes it, so say what does.
+    """
+    if not produced.ragged or produced.rank != len(shape) + 1:
+        return None
+    if not all(w is None or dims_compatible(d, w) for d, w in zip(produced.shape[1:], shape)):
+        return None
+    row = render_shape(produced.shape[1:])
+    return (f"'{source}' has a varying number of {row} rows per item ({produced.dtype}"
+            f"{render_shape(produced.shape)}, ragged: e.g. K detections per image), but input '{port}' takes "
+            f"exactly one {row} per item: pick one row per item in a 'python' op (e.g. the best detection), "
+            "or feed a port that takes all the rows")
 
 
 def _describe(dtypes: tuple[DType, ...] | None, ranks: tuple[int, ...] | None,

@@ -16,7 +16,7 @@ from dagserve.backends.base import ModelSignature, SignatureError
 from dagserve.diagnostics import did_you_mean
 from dagserve.errors import MissingExtraError
 from dagserve.ops.base import InferContext, OpDef
-from dagserve.types import UNKNOWN, Dim, TensorType, dims_compatible
+from dagserve.types import UNKNOWN, Dim, TensorType, dims_compatible, render_shape
 
 __all__ = ["OPS", "infer_model"]
 
@@ -57,9 +57,9 @@ def _layout_hint(produced: TensorType, expected: tuple[Dim, ...], want_dtype: st
     return None
 
 
-def _batch_hint(produced: TensorType, model_type: TensorType, batched: bool) -> str | None:
-    """When the ranks differ by exactly the batch dimension, say so: the fix is the
-    pipeline's max_batch_size, not the producer."""
+def _batch_hint(produced: TensorType, model_type: TensorType, batched: bool, source: str) -> str | None:
+    """When the ranks differ by exactly the batch dimension, say which side has it: the fix
+    is the pipeline's max_batch_size or the producer, depending on whether the model has one."""
     def fits(model_dims: tuple[Dim, ...]) -> bool:
         return len(model_dims) == produced.rank and all(map(dims_compatible, model_dims, produced.shape))
 
@@ -68,8 +68,16 @@ def _batch_hint(produced: TensorType, model_type: TensorType, batched: bool) -> 
         return (f"the model's first dimension '{model_type.shape[0]}' looks like a batch dimension: set the "
                 "pipeline's max_batch_size (e.g. 8) so requests carry one")
     if batched and fits(model_type.shape):
-        return ("the model has no batch dimension (its rank equals the item's): set the pipeline's "
-                "max_batch_size to 0, or export the model with a batch dimension")
+        first = model_type.shape[0]
+        if isinstance(first, int):
+            return ("the model has no batch dimension (its rank equals the item's): set the pipeline's "
+                    "max_batch_size to 0, or export the model with a batch dimension")
+        if produced.ragged:
+            return None  # K rows per item: the generic ragged-rows hint says what to do
+        item = render_shape(model_type.shape[1:])
+        return (f"the model's first dimension '{first}' is its batch dimension, which the pipeline supplies "
+                f"(max_batch_size > 0): each item must be {item}, but the items of '{source}' carry one more "
+                f"leading dimension ({render_shape(produced.shape)})")
     return None
 
 
@@ -136,7 +144,7 @@ def infer_model(ctx: InferContext, signature: ModelSignature) -> dict[str, Tenso
             layouts=(layout,) if layout else None,
             uniform=ctx.batched,
             expected=expected,
-            hint=_batch_hint(produced, model_type, ctx.batched)
+            hint=_batch_hint(produced, model_type, ctx.batched, ctx.source(name))
             or _layout_hint(produced, dims, model_type.dtype, ctx.source(name)),
         ):
             for d, p in zip(dims, produced.shape):

@@ -28,6 +28,7 @@ _BUILTIN_MODULES = (
     "dagserve.ops.classify",
     "dagserve.ops.tensor",
     "dagserve.ops.ocr",
+    "dagserve.ops.elementwise",
     "dagserve.ops.models",
     "dagserve.ops.python_op",
     "dagserve.ops.dali",

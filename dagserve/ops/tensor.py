@@ -7,6 +7,8 @@ never the batch dimension.
 
 from __future__ import annotations
 
+import numpy as np
+
 from dagserve.ops._params import NUMERIC_DTYPES
 from dagserve.ops.base import InferContext, OpDef, PortDef
 from dagserve.types import UNKNOWN, Dim, TensorType
@@ -119,6 +121,26 @@ def _infer_slice(ctx: InferContext) -> dict[str, TensorType]:
     return {"y": TensorType(x.dtype, shape, None, x.ragged)}
 
 
+def _value_fits(ctx: InferContext, dtype: str) -> bool:
+    """Report a ``value`` the input dtype cannot hold (the kernel would refuse every item)."""
+    value = ctx.params["value"]
+    if dtype.startswith("float"):
+        largest = float(np.finfo(dtype).max)
+        if abs(value) <= largest:
+            return True
+        ctx.problem("E-PARAM", f"node '{ctx.node}' param 'value' is {value}, which does not fit the {dtype} "
+                    f"input '{ctx.source('x')}' (largest {largest:g})", param="value",
+                    hint="cast the input to a wider float dtype first (tensor.cast), or use a smaller value")
+        return False
+    info = np.iinfo(dtype)
+    if info.min <= value <= info.max:
+        return True
+    ctx.problem("E-PARAM", f"node '{ctx.node}' param 'value' is {value}, which does not fit the {dtype} "
+                f"input '{ctx.source('x')}' ({info.min} to {info.max})", param="value",
+                hint="cast the input to a wider dtype first (tensor.cast), or use a value in range")
+    return False
+
+
 def _infer_arith(ctx: InferContext) -> dict[str, TensorType]:
     if not ctx.expect("x", dtypes=NUMERIC_DTYPES[1:], expected="a numeric tensor"):
         return {}
@@ -128,6 +150,8 @@ def _infer_arith(ctx: InferContext) -> dict[str, TensorType]:
         ctx.problem("E-DTYPE", f"node '{ctx.node}' adds/multiplies a float value to "
                     f"{x.dtype} input '{ctx.source('x')}'", "x",
                     hint="cast the input to float32 first, or use an integer value")
+        return {}
+    if not _value_fits(ctx, x.dtype):
         return {}
     return {"y": x}
 

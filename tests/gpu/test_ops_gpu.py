@@ -271,3 +271,29 @@ def test_identity_on_gpu_is_zero_copy_and_split_concat_round_trip() -> None:
     parts = build("tensor.split", axis=1, sizes=[1, 3])({"x": x})
     joined = build("tensor.concat", axis=1)({"x": [parts["y0"], parts["y1"]]})["y"]
     np.testing.assert_array_equal(host(joined), host(x))
+
+
+# -- element-wise ops on two tensors ----------------------------------------------------------------
+
+ELEMENTWISE = ["add", "sub", "mul", "div", "min", "max", "equal", "not_equal", "less", "less_equal", "greater",
+               "greater_equal"]
+
+
+@pytest.mark.parametrize("dtype", ["int32", "uint8", "float16", "float32", "float64"])
+@pytest.mark.parametrize("op", ELEMENTWISE)
+def test_elementwise_ops_on_gpu_match_cpu_with_broadcasting(op: str, dtype: str) -> None:
+    rng = np.random.default_rng(3)
+    a = rng.integers(1, 50, size=(4, 3, 5)).astype(dtype)
+    b = rng.integers(1, 50, size=(4, 5)).astype(dtype)  # item [5] broadcast against item [3,5]
+    gpu = build(f"tensor.{op}")({"a": cp.asarray(a), "b": cp.asarray(b)})["y"]
+    assert gpu.flags.c_contiguous
+    cpu = build(f"tensor.{op}", CPU)({"a": a, "b": b})["y"]
+    np.testing.assert_array_equal(host(gpu), cpu)
+    ragged = build(f"tensor.{op}")({"a": [cp.asarray(a[0]), cp.asarray(a[1, :2])], "b": cp.asarray(b[:2])})["y"]
+    np.testing.assert_array_equal(host(ragged)[1], build(f"tensor.{op}", CPU)({"a": [a[1, :2]], "b": b[1:2]})["y"][0])
+
+
+def test_integer_division_by_zero_on_gpu_fails_like_the_cpu() -> None:
+    a = cp.ones((1, 3), dtype=cp.int32)
+    with pytest.raises(KernelInputError, match="integer division by zero"):
+        build("tensor.div")({"a": a, "b": cp.zeros((1, 3), dtype=cp.int32)})

@@ -121,3 +121,28 @@ def test_gpu_kernel_when_cupy_imports_but_no_gpu_is_refused_at_build_time(
     assert _array.cupy_or_none() is None
     with pytest.raises(UnrecoverableError, match=r"cupy.cuda.is_available\(\) is False"):
         build_kernel("detect.nms", device=Device("gpu", 0))
+
+
+ELEMENTWISE_OPS = [op.name for op in default_registry()
+                   if (op.kernel or "").startswith("dagserve.ops.kernels.elementwise:")]
+
+
+def test_the_elementwise_ops_are_registered() -> None:
+    assert {f"tensor.{s}" for s in ("add", "sub", "mul", "div", "min", "max", "equal", "not_equal", "less",
+                                     "less_equal", "greater", "greater_equal")} == set(ELEMENTWISE_OPS)
+
+
+@pytest.mark.parametrize("op", ELEMENTWISE_OPS)
+def test_elementwise_kernels_read_their_inputs_only_and_return_fresh_arrays(op: str) -> None:
+    a = np.arange(1, 13, dtype=np.int32).reshape(2, 6)
+    b = np.full((2, 6), 3, dtype=np.int32)
+    for x in (a, b):
+        x.flags.writeable = False  # a write would raise
+    kernel = build_kernel(op)
+    first = kernel({"a": a, "b": b})["y"]
+    second = kernel({"a": a, "b": b})["y"]
+    assert not np.shares_memory(first, a) and not np.shares_memory(first, b)
+    assert not np.shares_memory(first, second)  # no buffer reused across calls
+    assert first.flags.writeable and first.flags.c_contiguous
+    assert np.array_equal(first, second)
+    assert a.tolist() == np.arange(1, 13).reshape(2, 6).tolist() and (b == 3).all()

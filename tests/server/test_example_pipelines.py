@@ -140,3 +140,23 @@ def test_classify_labels_held_out_digits(server: ServerProcess) -> None:
         correct += int((top1 == labels[start:start + 8]).sum())
     accuracy = correct / len(images)
     assert accuracy >= 0.95, f"held-out accuracy is {accuracy:.3f} on {len(images)} digits"
+
+
+def test_simple_answers_like_tritons_simple_model(server: ServerProcess) -> None:
+    """What Triton's simple_grpc_infer_client.py does: config, then INPUT0 +/- INPUT1 over gRPC."""
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    config = client.get_model_config("simple", as_json=True)["config"]
+    assert int(config["max_batch_size"]) == 8
+    assert [(t["name"], t["data_type"], t["dims"]) for t in config["input"]] == [
+        ("INPUT0", "TYPE_INT32", ["16"]), ("INPUT1", "TYPE_INT32", ["16"])]
+    assert [(t["name"], t["data_type"]) for t in config["output"]] == [("OUTPUT0", "TYPE_INT32"),
+                                                                       ("OUTPUT1", "TYPE_INT32")]
+    x0 = np.arange(16, dtype=np.int32).reshape(1, 16)
+    x1 = np.ones((1, 16), dtype=np.int32)
+    inputs = [grpcclient.InferInput("INPUT0", [1, 16], "INT32"), grpcclient.InferInput("INPUT1", [1, 16], "INT32")]
+    inputs[0].set_data_from_numpy(x0)
+    inputs[1].set_data_from_numpy(x1)
+    result = client.infer("simple", inputs, outputs=[grpcclient.InferRequestedOutput("OUTPUT0"),
+                                                     grpcclient.InferRequestedOutput("OUTPUT1")])
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), x0 + x1)
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), x0 - x1)

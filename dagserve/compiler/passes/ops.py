@@ -2,6 +2,8 @@
 
 * unknown op -> ``E-OP`` (did you mean);
 * params against the op's params schema -> ``E-PARAM`` at the param's position,
+  then the values JSON Schema lets through but no kernel can use (NaN or infinite
+  numbers, ``32.0`` where an integer is needed, a fraction ``1/0``) -> ``E-PARAM``,
   then schema defaults are filled in;
 * path params resolved against the spec file, kept inside the repository ->
   ``E-PATH``; a missing file -> ``E-MODEL-FILE`` (for models) or ``E-PARAM``;
@@ -23,7 +25,7 @@ from dagserve.compiler.context import CompileContext
 from dagserve.compiler.ir import Node, NodeKind
 from dagserve.compiler.passes import placement
 from dagserve.diagnostics import did_you_mean
-from dagserve.ops._params import with_defaults
+from dagserve.ops._params import value_problems, with_defaults
 from dagserve.ops.base import OpDef
 from dagserve.spec.document import resolve_path
 from dagserve.spec.schema import validate_against
@@ -44,6 +46,13 @@ def _check_params(ctx: CompileContext, node: Node, op: OpDef, valid: set[tuple[s
     for d in problems:
         ctx.report(d.code, f"{d.message} (op {op.name})", d.span, hint=d.hint, node=node)
     if problems:
+        return False
+    bad_values = value_problems(dict(op.params_schema), node.params)  # type: ignore[arg-type]
+    for path, why in bad_values:
+        name = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+        ctx.report("E-PARAM", f"node '{node.name}' param '{name}' {why} (op {op.name})",
+                   ctx.spec.source.value((*prefix, *path)), node=node)
+    if bad_values:
         return False
     if key is not None:
         valid.add(key)

@@ -73,10 +73,44 @@ def two_inputs() -> None:
     _save(graph, "two_inputs.onnx")
 
 
+def external_data_missing() -> None:
+    """tiny_classifier with its weight in 'external_missing.onnx.data', which is then deleted:
+    the model file alone looks fine, and ONNX Runtime would only fail when the node loads."""
+    rng = np.random.default_rng(1)
+    w = numpy_helper.from_array(rng.normal(0, 0.1, (3, 10)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["images"], ["pooled"]),
+         helper.make_node("Flatten", ["pooled"], ["flat"]),
+         helper.make_node("MatMul", ["flat", "w"], ["logits"])],
+        "external_missing",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=OPSET, producer_name="dagserve-tests")
+    model.ir_version = 8
+    onnx.save(model, HERE / "external_missing.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+              location="external_missing.onnx.data", size_threshold=0)
+    (HERE / "external_missing.onnx.data").unlink()
+
+
+def exporter_dims() -> None:
+    """x float32[p2o.DynamicDimension.0, p2o.DynamicDimension.4] -> y (same): Paddle2ONNX's dim names."""
+    dims = ["p2o.DynamicDimension.0", "p2o.DynamicDimension.4"]
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "exporter_dims",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)],
+    )
+    _save(graph, "exporter_dims.onnx")
+
+
 if __name__ == "__main__":
     tiny_detector()
     tiny_detector(batch=1, name="tiny_detector_b1.onnx")
     tiny_classifier()
     two_inputs()
+    external_data_missing()
+    exporter_dims()
     (HERE / "not_a_model.onnx").write_bytes(b"this is not a protobuf \x00\xff\x13 at all")
     print("wrote", sorted(p.name for p in HERE.glob("*.onnx")))
