@@ -11,8 +11,8 @@ import onnxruntime as ort
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "examples"))
 
+from colour_crops import held_out  # noqa: E402
 from synthetic import COLOUR_NAMES, colour_of, make_scene  # noqa: E402
-from train_colour import held_out  # noqa: E402
 
 
 def test_hue_sectors_are_named_around_the_primaries() -> None:
