@@ -22,6 +22,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "ops": ("compiler", "runtime", "server", "cli", "api"),
     "backends": ("compiler", "runtime", "server", "cli", "api"),
     "runtime": ("server", "cli"),
+    "importers": ("runtime", "server", "cli", "api"),
 }
 
 
