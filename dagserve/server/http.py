@@ -250,8 +250,12 @@ def _flatten(data: Any, name: str) -> list[Any]:
     return out
 
 
-def decode_infer(model: str, version: str, body: bytes, header_length: str | None) -> tuple[InferCall, set[str], bool]:
+def decode_infer(model: str, version: str, body: bytes, header_length: str | None,
+                 on_request_id: Callable[[str], None] | None = None) -> tuple[InferCall, set[str], bool]:
     """Parse an inference body into (call, outputs to send as binary, binary by default).
+
+    ``on_request_id`` is told the request's ``id`` as soon as it is read, so that
+    a request failing later in decoding is still logged with its id.
 
     Raises:
         InvalidInputError: malformed JSON, missing or mistyped fields, binary sizes
@@ -264,6 +268,8 @@ def decode_infer(model: str, version: str, body: bytes, header_length: str | Non
     request_id = request.get("id", "")
     if not isinstance(request_id, str):
         raise InvalidInputError(f"field 'id' must be a string, got {type(request_id).__name__}")
+    if on_request_id is not None:
+        on_request_id(request_id)
     inputs_json = _require(request, "inputs", list, "inference request")
     params = _parameters(request, "inference request")
     offset = 0
@@ -547,8 +553,7 @@ class _Api:
         body = await self.body(request)
         call, binary_outputs, binary_default = decode_infer(
             request.match_info["model"], request.match_info.get("version", ""), body,
-            request.headers.get(HEADER_LENGTH))
-        request[_REQUEST_ID] = call.request_id
+            request.headers.get(HEADER_LENGTH), on_request_id=lambda rid: request.__setitem__(_REQUEST_ID, rid))
         reply = await run_call(self.repository, call)
         data, header_length = encode_infer(reply, binary_outputs, binary_default, call.outputs)
         if len(data) > self.max_message_bytes:
