@@ -15,7 +15,6 @@ import textwrap
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -159,7 +158,7 @@ def test_json_response_never_holds_bare_infinity(live_server: ServerProcess) -> 
 
 
 def test_corrupt_gzip_is_400_and_unknown_encoding_415(live_server: ServerProcess) -> None:
-    status, headers, raw = post(live_server, "/v2/models/add_mul/infer", b"not gzip at all",
+    status, _, raw = post(live_server, "/v2/models/add_mul/infer", b"not gzip at all",
                                 {"Content-Encoding": "gzip"})
     assert status == 400 and "not valid gzip data" in json.loads(raw)["error"], raw
     for encoding in ("br", "zstd-but-made-up"):
@@ -208,6 +207,13 @@ def test_unparsable_protobuf_is_invalid_argument_without_traceback(guarded: Serv
                 raw(blob, timeout=10)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
             assert "not a valid inference.ModelInferRequest message" in err.value.details()
+        good = pb.ModelInferRequest(model_name="add_mul", id="after-garbage", raw_input_contents=[b"\x00" * 64])
+        good.inputs.add(name="INPUT0", datatype="FP32", shape=[1, 16])
+        stream = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")
+        replies = [pb.ModelStreamInferResponse.FromString(r)
+                   for r in stream(iter([b"\xff\xff", good.SerializeToString()]), timeout=10)]
+    errors = sorted(r.error_message for r in replies)
+    assert errors[0] == "" and "not a valid inference.ModelInferRequest" in errors[1], "the stream goes on"
     log = _wait_for_log(guarded, "not a valid inference.ModelInferRequest")
     assert "Traceback" not in log and "Exception deserializing" not in log
 
@@ -393,7 +399,7 @@ def test_failed_requests_are_logged_with_pipeline_node_status_id_and_latency(gua
     assert "dagserve.access" in ok_line and "status=OK" in ok_line, "the access log has the successes"
     status, _, raw = post(guarded, "/v2/models/picky/infer", json.dumps(
         {"id": "req-19", "inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 4], "data": [1, 2]}]}))
-    assert status == 400
+    assert status == 400, raw
     line = next(ln for ln in _wait_for_log(guarded, "id=req-19").splitlines() if "id=req-19" in ln)
     assert "http POST /v2/models/picky/infer pipeline=picky" in line and "http=400" in line
 
