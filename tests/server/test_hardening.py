@@ -15,6 +15,7 @@ import textwrap
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -430,3 +431,15 @@ def test_a_client_that_leaves_is_logged_as_cancelled_without_traceback(guarded: 
     lines = [line for line in log.splitlines() if "id=leaver-" in line]
     assert len(lines) == 2 and all("status=CANCELLED" in line for line in lines), lines
     assert "Traceback" not in log, log[-4000:]
+
+
+def test_every_serve_flag_is_documented() -> None:
+    import argparse
+
+    from dagserve.cli import build_parser
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "server.md").read_text(encoding="utf-8")
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    flags = {o for action in sub.choices["serve"]._actions for o in action.option_strings if o.startswith("--")}
+    missing = sorted(f for f in flags - {"--help"} if f"| `{f}` |" not in docs)
+    assert not missing, f"docs/server.md's flag table lacks {missing}"
