@@ -551,9 +551,13 @@ class _Api:
         if self.draining.is_set():
             raise UnavailableError("the server is shutting down and accepts no new requests")
         body = await self.body(request)
+
+        def remember(request_id: str) -> None:
+            request[_REQUEST_ID] = request_id
+
         call, binary_outputs, binary_default = decode_infer(
             request.match_info["model"], request.match_info.get("version", ""), body,
-            request.headers.get(HEADER_LENGTH), on_request_id=lambda rid: request.__setitem__(_REQUEST_ID, rid))
+            request.headers.get(HEADER_LENGTH), on_request_id=remember)
         reply = await run_call(self.repository, call)
         data, header_length = encode_infer(reply, binary_outputs, binary_default, call.outputs)
         if len(data) > self.max_message_bytes:

@@ -71,11 +71,12 @@ def _fp32(data: list[Any], shape: list[int]) -> bytes:
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server with the default model control (none), the access log, a 1 s body timeout and 2 gRPC calls."""
+    """A server with the default model control (none), the access log, a 1 s body timeout, a 2 s idle timeout
+    and room for 2 gRPC calls."""
     tmp = tmp_path_factory.mktemp("guarded")
     repo = write_repo(tmp / "repo", {**SPECS, "picky.yaml": PICKY_YAML})
     (repo / "picky.py").write_text(textwrap.dedent(PICKY_PY), encoding="utf-8")
-    proc = ServerProcess([repo], tmp, "--access-log", "--http-read-timeout", "1",
+    proc = ServerProcess([repo], tmp, "--access-log", "--http-read-timeout", "1", "--http-idle-timeout", "2",
                          "--grpc-max-concurrent-rpcs", "2").start()
     yield proc
     code = proc.stop()
@@ -340,6 +341,12 @@ def test_a_body_that_never_finishes_gets_408_and_the_connection_closes(guarded: 
     assert received.startswith(b"HTTP/1.1 408"), received
     assert b"did not arrive within 1 s" in received
     _wait_for_log(guarded, "status=DEADLINE_EXCEEDED")
+
+
+def test_a_connection_that_never_sends_a_request_is_closed(guarded: ServerProcess) -> None:
+    host, port = guarded.http_url.split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        assert sock.recv(4096) == b"", "the server closed the idle connection (a 30 s timeout would raise)"
 
 
 def test_grpc_calls_beyond_the_cap_are_resource_exhausted(guarded: ServerProcess) -> None:
