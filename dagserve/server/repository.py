@@ -185,11 +185,15 @@ class Repository:
 
     async def _load_override(self, name: str, spec_text: str, files: dict[str, bytes]) -> None:
         entry = self.entries.get(name)
-        new_dir = None
-        if files or entry is None:
-            new_dir = tempfile.mkdtemp(prefix=f"dagserve-load-{name}-")
+        old_dir = entry.override_dir if entry is not None else None
+        # A pipeline that came over the wire (no spec on disk) lives in its override directory:
+        # the new override replaces it there, and becomes the spec a plain reload reads.
+        from_wire = entry is None or (old_dir is not None and entry.spec.startswith(old_dir))
+        new_dir = tempfile.mkdtemp(prefix=f"dagserve-load-{name}-") if files or from_wire else None
+        if new_dir is not None:
             directory, root = new_dir, new_dir
         else:
+            assert entry is not None
             directory, root = os.path.dirname(os.path.abspath(entry.spec)), entry.root
         try:
             for rel, content in files.items():
@@ -197,23 +201,23 @@ class Repository:
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 with open(target, "wb") as fh:
                     fh.write(content)
-            fd, source = tempfile.mkstemp(prefix=f".{name}.load-", suffix=".json", dir=directory)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(spec_text)
+            if from_wire:
+                source = os.path.join(directory, f"{name}.json")
+                with open(source, "w", encoding="utf-8") as fh:
+                    fh.write(spec_text)
+            else:
+                fd, source = tempfile.mkstemp(prefix=f".{name}.load-", suffix=".json", dir=directory)
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    fh.write(spec_text)
         except OSError as exc:
             if new_dir:
                 shutil.rmtree(new_dir, ignore_errors=True)
             raise UnavailableError(f"failed to load '{name}': cannot write the override: {exc}") from None
-        if entry is None:
-            final = os.path.join(directory, f"{name}.json")
-            os.replace(source, final)
-            source = final
-        spec = entry.spec if entry is not None else source
-        old_dir = entry.override_dir if entry is not None else None
         try:
-            error = await self._load_spec(spec, root, expected_name=name, source=source)
+            error = await self._load_spec(entry.spec if entry is not None else source, root,
+                                          expected_name=name, source=source)
         finally:
-            if entry is not None:
+            if not from_wire:
                 os.unlink(source)
         if error:
             if new_dir:
@@ -221,8 +225,11 @@ class Repository:
             if entry is None:
                 self.entries.pop(name, None)
             raise InvalidInputError(f"failed to load '{name}' from the 'config' parameter: {error}")
-        self.entries[name].override_dir = new_dir
-        if old_dir is not None:
+        loaded = self.entries[name]
+        loaded.override_dir = new_dir
+        if from_wire:
+            loaded.spec, loaded.root = source, root
+        if old_dir is not None and old_dir != new_dir:
             shutil.rmtree(old_dir, ignore_errors=True)
 
     async def unload(self, name: str) -> None:

@@ -246,7 +246,7 @@ def test_model_control_is_refused_unless_explicit(guarded: ServerProcess) -> Non
         hclient.close()
 
 
-SPEC_JSON = {
+SPEC_JSON: dict[str, Any] = {
     "dagserve": 1, "name": "int_add", "description": "Y = X + 50, loaded from the config parameter",
     "max_batch_size": 8, "inputs": {"X": {"dtype": "int64", "shape": [4]}}, "outputs": {"Y": "plus.y"},
     "nodes": {"plus": {"op": "math.add", "inputs": {"x": "inputs.X"}, "params": {"value": 50}}},
@@ -291,7 +291,7 @@ class Plus:
         return {"y": np.asarray(inputs["x"], dtype=np.float32) + self.value}
 '''
 
-NEW_SPEC = {
+NEW_SPEC: dict[str, Any] = {
     "dagserve": 1, "name": "uploaded", "description": "a pipeline that came over the wire with its code",
     "max_batch_size": 4, "inputs": {"X": {"dtype": "float32", "shape": [4]}}, "outputs": {"Y": "plus.y"},
     "nodes": {"plus": {"op": "python", "inputs": {"x": "inputs.X"},
@@ -307,13 +307,14 @@ def test_load_with_config_and_files_is_the_same_on_grpc_and_http(grpc_client: gr
         grpc_client.load_model("uploaded", config=json.dumps(NEW_SPEC), files={"file:code/plus.py": PLUS_PY.encode()})
         assert grpc_client.infer("uploaded", [x]).as_numpy("Y")[0, 0] == 8.0
         # tritonclient.http cannot send files (it puts bytes into json.dumps), so raw HTTP, as Triton's docs show.
-        spec = {**NEW_SPEC, "nodes": {"plus": {**NEW_SPEC["nodes"]["plus"],  # type: ignore[dict-item]
-                                               "params": {"path": "code/plus.py", "class": "Plus",
-                                                          "params": {"value": 70}}}}}
+        spec = json.loads(json.dumps(NEW_SPEC))
+        spec["nodes"]["plus"]["params"]["params"]["value"] = 70
         body = {"parameters": {"config": json.dumps(spec),
                                "file:code/plus.py": base64.b64encode(PLUS_PY.encode()).decode()}}
         status, _, raw = post(live_server, "/v2/repository/models/uploaded/load", json.dumps(body))
         assert status == 200, raw
+        assert grpc_client.infer("uploaded", [x]).as_numpy("Y")[0, 0] == 71.0
+        grpc_client.load_model("uploaded")  # no spec on disk: a plain reload reads the last override
         assert grpc_client.infer("uploaded", [x]).as_numpy("Y")[0, 0] == 71.0
     finally:
         grpc_client.unload_model("uploaded")
