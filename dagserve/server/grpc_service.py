@@ -5,13 +5,15 @@ The message classes and the service stub come from the ``tritonclient`` package
 maps dagserve's errors to the status Triton would send: INVALID_ARGUMENT,
 NOT_FOUND, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, UNAVAILABLE. Anything
 unexpected is INTERNAL with the exception's message, never a bare "internal error".
+A message that does not parse is INVALID_ARGUMENT (the handlers are built here,
+with deserializers that never raise), and every call is logged once through
+:class:`~dagserve.server.requestlog.RequestLog`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -40,7 +42,6 @@ from dagserve.server.triton import (
 
 __all__ = ["InferenceService", "Unparsable", "decode_request", "encode_response", "status_of"]
 
-log = logging.getLogger("dagserve.server")
 
 _STATUS = {
     "INVALID_ARGUMENT": grpc.StatusCode.INVALID_ARGUMENT,

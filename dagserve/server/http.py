@@ -15,7 +15,10 @@ binary when the output asks ``binary_data: true`` or the request sets
 ``binary_data_output: true`` (tritonclient's default), else as JSON ``data``.
 
 Errors are ``{"error": "..."}`` with the HTTP status of the error's gRPC status
-(:data:`HTTP_STATUS`). A body over the size limit is 413.
+(:data:`HTTP_STATUS`). A body over the size limit is 413; one that does not
+arrive within the read timeout 408, one with an unknown Content-Encoding 415, and
+one that does not decode 400 (these three close the connection). JSON is strict
+both ways: no NaN or Infinity in, none out.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import asyncio
 import base64
 import binascii
 import json
-import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -48,7 +50,6 @@ from dagserve.types import DTYPES
 
 __all__ = ["HEADER_LENGTH", "HTTP_STATUS", "build_http_app", "decode_infer", "encode_infer", "proto_to_json"]
 
-log = logging.getLogger("dagserve.server")
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 """Triton's binary tensor extension: the byte length of the JSON header that starts the body."""
