@@ -194,6 +194,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         grpc_max_concurrent_rpcs=args.grpc_max_concurrent_rpcs,
         grpc_max_streams=args.grpc_max_streams,
         grpc_idle_timeout=args.grpc_idle_timeout,
+        grpc_max_connection_age=args.grpc_max_connection_age,
     )
     return asyncio.run(serve(config, ready_file=args.ready_file))
 
@@ -268,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="calls in flight per gRPC connection (default 100)")
     p.add_argument("--grpc-idle-timeout", type=float, default=300.0, metavar="S",
                    help="close a gRPC connection with no call in flight this long (default 300)")
+    p.add_argument("--grpc-max-connection-age", type=float, default=0.0, metavar="S",
+                   help="close every gRPC connection after this long, giving its calls up to 30 s more "
+                   "(bounds a call whose message never arrives; default 0: off)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("run", help="run a pipeline on inputs and print its outputs")

@@ -58,6 +58,9 @@ class ServerConfig:
     """HTTP/2 streams (calls in flight) one gRPC connection may open (``grpc.max_concurrent_streams``)."""
     grpc_idle_timeout: float = 300.0
     """Seconds a gRPC connection with no call in flight stays open (``grpc.max_connection_idle_ms``)."""
+    grpc_max_connection_age: float = 0.0
+    """Seconds after which a gRPC connection is told to go away (then as long again, at most 30 s, for its
+    calls to finish before it is closed): the bound on a call whose message never arrives. 0: off."""
 
 
 class Server:
@@ -100,8 +103,11 @@ class Server:
             ("grpc.max_connection_idle_ms", int(c.grpc_idle_timeout * 1000)),
             ("grpc.keepalive_time_ms", 60_000),  # find dead peers: ping after a minute without traffic
             ("grpc.keepalive_timeout_ms", 20_000),
-            *c.grpc_options,
         ]
+        if c.grpc_max_connection_age > 0:
+            options += [("grpc.max_connection_age_ms", int(c.grpc_max_connection_age * 1000)),
+                        ("grpc.max_connection_age_grace_ms", int(min(c.grpc_max_connection_age, 30.0) * 1000))]
+        options += c.grpc_options
         if c.grpc_port >= 0:
             server = grpc.aio.server(options=options, maximum_concurrent_rpcs=c.grpc_max_concurrent_rpcs or None)
             service = InferenceService(self.repository, self.live, self.draining, self.model_control, self.requests)

@@ -12,6 +12,7 @@ import gzip
 import json
 import socket
 import textwrap
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -377,6 +378,26 @@ def test_grpc_calls_beyond_the_cap_are_resource_exhausted(guarded: ServerProcess
                 queue.clear()
                 list(stream)
         assert stub.ServerLive(pb.ServerLiveRequest(), timeout=10).live
+
+
+def test_a_grpc_call_whose_message_never_comes_is_ended_by_the_connection_age(tmp_path: Path) -> None:
+    server = ServerProcess([write_repo(tmp_path / "repo", {})], tmp_path, "--grpc-max-connection-age", "1").start()
+    try:
+        release = threading.Event()
+
+        def nothing() -> Iterator[pb.ModelInferRequest]:
+            release.wait(30)  # a client that opens the call and never sends its message
+            return
+            yield
+
+        with grpc.insecure_channel(server.grpc_url) as channel:
+            stream = pb_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer(nothing(), timeout=20)
+            with pytest.raises(grpc.RpcError) as err:
+                next(stream)
+            release.set()
+        assert err.value.code() != grpc.StatusCode.DEADLINE_EXCEEDED, "the server ended it, not the client's deadline"
+    finally:
+        assert server.stop() == 0, server.log()
 
 
 # -- logs ----------------------------------------------------------------------------------------
