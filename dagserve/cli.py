@@ -191,6 +191,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=args.access_log,
         http_read_timeout=args.http_read_timeout,
         http_idle_timeout=args.http_idle_timeout,
+        http_max_connections=args.http_max_connections,
         grpc_max_concurrent_rpcs=args.grpc_max_concurrent_rpcs,
         grpc_max_streams=args.grpc_max_streams,
         grpc_idle_timeout=args.grpc_idle_timeout,
@@ -263,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds an HTTP request body may take to arrive, then 408 (default 60; 0: no limit)")
     p.add_argument("--http-idle-timeout", type=float, default=75.0, metavar="S",
                    help="close an HTTP connection idle this long (default 75)")
+    p.add_argument("--http-max-connections", type=int, default=1000, metavar="N",
+                   help="HTTP connections open at once, more are answered 503 (default 1000; 0: no cap)")
     p.add_argument("--grpc-max-concurrent-rpcs", type=int, default=1000, metavar="N",
                    help="gRPC calls served at once, more get RESOURCE_EXHAUSTED (default 1000; 0: no limit)")
     p.add_argument("--grpc-max-streams", type=int, default=100, metavar="N",

@@ -52,6 +52,8 @@ class ServerConfig:
     """Seconds an HTTP request body may take to arrive (then 408 and the connection closes); 0: no limit."""
     http_idle_timeout: float = 75.0
     """Seconds an HTTP connection may sit without a request before it is closed."""
+    http_max_connections: int = 1000
+    """HTTP connections open at once (per listener); more are answered 503 and closed. 0: no cap."""
     grpc_max_concurrent_rpcs: int = 1000
     """gRPC calls (a stream counts as one) served at once; more are refused with RESOURCE_EXHAUSTED."""
     grpc_max_streams: int = 100
@@ -135,7 +137,7 @@ class Server:
             return
         from aiohttp import web
 
-        from dagserve.server.http import build_http_app
+        from dagserve.server.http import CappedAppRunner, build_http_app
         from dagserve.server.metrics import build_metrics_app
 
         for kind, port, factory in (
@@ -147,7 +149,8 @@ class Server:
         ):
             if port < 0:
                 continue
-            runner = web.AppRunner(factory(), access_log=None, keepalive_timeout=c.http_idle_timeout)
+            runner = CappedAppRunner(factory(), c.http_max_connections, access_log=None,
+                                     keepalive_timeout=c.http_idle_timeout)
             await runner.setup()
             site = web.TCPSite(runner, c.host, port)
             await site.start()

@@ -48,7 +48,15 @@ from dagserve.server.requestlog import RequestLog, failure_status
 from dagserve.server.triton import EXTENSIONS, SERVER_NAME, model_config, model_metadata, model_statistics
 from dagserve.types import DTYPES
 
-__all__ = ["HEADER_LENGTH", "HTTP_STATUS", "build_http_app", "decode_infer", "encode_infer", "proto_to_json"]
+__all__ = [
+    "HEADER_LENGTH",
+    "HTTP_STATUS",
+    "CappedAppRunner",
+    "build_http_app",
+    "decode_infer",
+    "encode_infer",
+    "proto_to_json",
+]
 
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -627,6 +635,56 @@ def _message_of(response: web.StreamResponse) -> str:
         return str(json.loads(body)["error"]) if body else ""
     except (ValueError, KeyError, TypeError):
         return str(body)
+
+
+class _Refuse(asyncio.Protocol):
+    """A connection over the cap: answered 503 at once, closed once the client has read it (or after 1 s)."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        body = json.dumps({"error": f"the server has its maximum of {self.cap} HTTP connections open "
+                                    "(--http-max-connections); retry later"}).encode()
+        transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        if transport.can_write_eof():
+            transport.write_eof()
+        asyncio.get_running_loop().call_later(1.0, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass  # the request is not served
+
+
+class _ConnectionCap:
+    """A protocol factory over aiohttp's: its handler while fewer than ``cap`` connections are open."""
+
+    def __init__(self, server: web.Server, cap: int) -> None:
+        self.server = server
+        self.cap = cap
+
+    def __call__(self) -> asyncio.BaseProtocol:
+        if len(self.server.connections) >= self.cap:
+            return _Refuse(self.cap)
+        return self.server()
+
+
+class CappedAppRunner(web.AppRunner):
+    """An :class:`aiohttp.web.AppRunner` whose sites accept at most ``max_connections`` connections at once;
+    more are answered 503 and closed. ``max_connections`` 0: no cap."""
+
+    def __init__(self, app: web.Application, max_connections: int, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.max_connections = max_connections
+
+    @property
+    def server(self) -> Any:
+        """What sites use as their protocol factory (aiohttp's own server when there is no cap)."""
+        server = super().server
+        if server is None or self.max_connections <= 0:
+            return server
+        return _ConnectionCap(server, self.max_connections)
 
 
 def build_http_app(repository: Repository, live: asyncio.Event, draining: asyncio.Event,

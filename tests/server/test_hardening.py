@@ -380,6 +380,43 @@ def test_grpc_calls_beyond_the_cap_are_resource_exhausted(guarded: ServerProcess
         assert stub.ServerLive(pb.ServerLiveRequest(), timeout=10).live
 
 
+def _get_live(sock: socket.socket) -> bytes:
+    """One keep-alive ``GET /v2/health/live`` on ``sock``: the response's head and body."""
+    sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_http_connections_beyond_the_cap_are_refused(tmp_path: Path) -> None:
+    server = ServerProcess([write_repo(tmp_path / "repo", {})], tmp_path, "--http-max-connections", "2").start()
+    host, port = server.http_url.split(":")
+    try:
+        held = [socket.create_connection((host, int(port)), timeout=30) for _ in range(2)]
+        for sock in held:
+            assert _get_live(sock).startswith(b"HTTP/1.1 200"), "both connections are open and served"
+        with socket.create_connection((host, int(port)), timeout=30) as third:
+            answer = _get_live(third)
+        assert answer.startswith(b"HTTP/1.1 503"), answer
+        assert b"--http-max-connections" in answer
+        held.pop().close()
+        deadline = time.monotonic() + 20
+        while True:  # the server notices the closed connection soon; then there is room again
+            with socket.create_connection((host, int(port)), timeout=30) as again:
+                if _get_live(again).startswith(b"HTTP/1.1 200"):
+                    break
+            assert time.monotonic() < deadline, "a connection was closed but no new one is accepted"
+            time.sleep(0.05)
+        for sock in held:
+            sock.close()
+    finally:
+        assert server.stop() == 0, server.log()
+
+
 def test_a_grpc_call_whose_message_never_comes_is_ended_by_the_connection_age(tmp_path: Path) -> None:
     server = ServerProcess([write_repo(tmp_path / "repo", {})], tmp_path, "--grpc-max-connection-age", "1").start()
     try:
