@@ -165,7 +165,10 @@ def from_contents(name: str, datatype: str, shape: Sequence[int], contents: Any)
         out = np.empty(count, dtype=object)
         out[:] = list(values)
         return out.reshape(tuple(shape))
-    return np.asarray(values, dtype=_np_dtype(datatype, name)).reshape(tuple(shape))
+    try:
+        return np.asarray(values, dtype=_np_dtype(datatype, name)).reshape(tuple(shape))
+    except OverflowError as exc:  # int_contents carries INT8/INT16 as int32, uint_contents UINT8/16 as uint32
+        raise InvalidInputError(f"input '{name}': a value in {field} does not fit {datatype}: {exc}") from None
 
 
 def to_raw(array: Any) -> tuple[str, list[int], bytes]:

@@ -185,6 +185,15 @@ def test_contents_mixed_with_raw_contents_is_named(live_server: ServerProcess) -
                              "for model 'add_mul'")
 
 
+def test_typed_contents_out_of_range_for_the_datatype_are_invalid(live_server: ServerProcess) -> None:
+    request = pb.ModelInferRequest(model_name="identity")
+    request.inputs.add(name="INPUT0", datatype="INT8", shape=[1, 2])
+    request.inputs[0].contents.int_contents.extend([1, 300])
+    with grpc.insecure_channel(live_server.grpc_url) as channel:
+        err = _grpc_error(pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer, request)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "does not fit INT8" in err.details(), err.details()
+
+
 def test_sequence_parameters_are_refused(grpc_client: grpcclient.InferenceServerClient,
                                          http_client: httpclient.InferenceServerClient) -> None:
     x = np.zeros((1, 16), dtype=np.float32)
