@@ -153,6 +153,11 @@ def _parse_json(raw: bytes | memoryview) -> Any:
         raise InvalidInputError(f"the request's JSON is malformed: {exc}") from None
 
 
+def _python(value: Any) -> Any:
+    """A NumPy scalar as the Python value; an object array's element (a dict, None, a huge int) as it is."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _brief(value: Any, limit: int = 200) -> str:
     """``value`` as short JSON for a message (a client's value may be huge or deeply nested)."""
     try:
@@ -228,7 +233,7 @@ def _from_json_data(name: str, datatype: str, shape: list[int], data: Any,
     if loose.size and loose.dtype.kind not in _JSON_KINDS[dtype.kind]:
         what = {"b": "true/false", "iu": "integers", "iuf": "numbers"}[_JSON_KINDS[dtype.kind]]
         raise InvalidInputError(f"input '{name}': {datatype} 'data' must be {what}, got {loose.dtype.kind!r}-kind "
-                                f"values such as {_brief(loose.reshape(-1)[0].item())}")
+                                f"values such as {_brief(_python(loose.reshape(-1)[0]))}")
     try:
         with np.errstate(over="ignore"):
             array = np.asarray(loose.reshape(-1).tolist() if dtype.kind in "iu" else loose, dtype=dtype).reshape(shape)
@@ -237,7 +242,7 @@ def _from_json_data(name: str, datatype: str, shape: list[int], data: Any,
     if dtype.kind == "f" and array.size:
         overflow = np.isinf(array)
         if overflow.any():  # JSON has no infinity, so every inf here is a finite number too large for the type
-            value = loose.reshape(-1)[int(np.flatnonzero(overflow.reshape(-1))[0])].item()
+            value = _python(loose.reshape(-1)[int(np.flatnonzero(overflow.reshape(-1))[0])])
             raise InvalidInputError(f"input '{name}': {value!r} is out of range for {datatype} "
                                     f"(largest finite value {float(np.finfo(dtype).max):.7g})")
     return array

@@ -139,6 +139,13 @@ def test_boolean_timeout_is_refused_not_one_microsecond(live_server: ServerProce
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "'timeout'" in err.details()
 
 
+@pytest.mark.parametrize("data", [{}, None, 2**70, [{"a": 1}]])
+def test_json_data_of_the_wrong_kind_is_400(live_server: ServerProcess, data: Any) -> None:
+    body = json.dumps({"inputs": [{"name": "X", "datatype": "INT64", "shape": [], "data": data}]})
+    status, _, raw = post(live_server, "/v2/models/int_add/infer", body)
+    assert status == 400 and "'data' must be integers" in json.loads(raw)["error"], raw
+
+
 def test_fp32_overflow_in_json_is_refused(live_server: ServerProcess) -> None:
     status, _, raw = post(live_server, "/v2/models/add_mul/infer", _fp32([1e39] * 16, [1, 16]))
     assert status == 400, raw
