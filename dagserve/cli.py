@@ -242,6 +242,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_message_bytes=int(args.max_message_mb * 1024 * 1024),
         drain_timeout=args.drain_timeout,
         exit_on_error=not args.no_exit_on_error,
+        model_control_mode=args.model_control_mode,
+        access_log=args.access_log,
+        http_read_timeout=args.http_read_timeout,
+        http_idle_timeout=args.http_idle_timeout,
+        http_max_connections=args.http_max_connections,
+        grpc_max_concurrent_rpcs=args.grpc_max_concurrent_rpcs,
+        grpc_max_streams=args.grpc_max_streams,
+        grpc_idle_timeout=args.grpc_idle_timeout,
+        grpc_max_connection_age=args.grpc_max_connection_age,
     )
     return asyncio.run(serve(config, ready_file=args.ready_file))
 
@@ -303,6 +312,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve the pipelines that load even if some fail (default: exit)")
     p.add_argument("--ready-file", help="write 'grpc=PORT http=PORT metrics=PORT' here once ready")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--model-control-mode", choices=["none", "explicit"], default="none",
+                   help="explicit: clients may load, reload and unload pipelines; none: refused (default)")
+    p.add_argument("--access-log", action="store_true", help="log every request, not only the failed ones")
+    p.add_argument("--http-read-timeout", type=float, default=60.0, metavar="S",
+                   help="seconds an HTTP request body may take to arrive, then 408 (default 60; 0: no limit)")
+    p.add_argument("--http-idle-timeout", type=float, default=75.0, metavar="S",
+                   help="close an HTTP connection idle this long (default 75)")
+    p.add_argument("--http-max-connections", type=int, default=1000, metavar="N",
+                   help="HTTP connections open at once, more are answered 503 (default 1000; 0: no cap)")
+    p.add_argument("--grpc-max-concurrent-rpcs", type=int, default=1000, metavar="N",
+                   help="gRPC calls served at once, more get RESOURCE_EXHAUSTED (default 1000; 0: no limit)")
+    p.add_argument("--grpc-max-streams", type=int, default=100, metavar="N",
+                   help="calls in flight per gRPC connection (default 100)")
+    p.add_argument("--grpc-idle-timeout", type=float, default=300.0, metavar="S",
+                   help="close a gRPC connection with no call in flight this long (default 300)")
+    p.add_argument("--grpc-max-connection-age", type=float, default=0.0, metavar="S",
+                   help="close every gRPC connection after this long, giving its calls up to 30 s more "
+                   "(bounds a call whose message never arrives; default 0: off)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("run", help="run a pipeline on inputs and print its outputs")

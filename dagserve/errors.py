@@ -109,12 +109,19 @@ class ItemError(RequestError):
     the node and the cause in the message.
     """
 
-    def __init__(self, pipeline: str, node: str, op: str, cause: BaseException) -> None:
-        self.pipeline, self.node, self.op, self.cause = pipeline, node, op, cause
+    def __init__(self, pipeline: str, node: str, op: str, cause: BaseException, item: int | None = None) -> None:
+        self.pipeline, self.node, self.op, self.cause, self.item = pipeline, node, op, cause, item
         if isinstance(cause, RequestError):
             self.status = cause.status
         elif isinstance(cause, (ValueError, TypeError)):
             self.status = "INVALID_ARGUMENT"
         else:
             self.status = "INTERNAL"
-        super().__init__(f"pipeline '{pipeline}', node '{node}' ({op}): {cause}")
+        where = f", batch item {item}" if item is not None else ""
+        super().__init__(f"pipeline '{pipeline}', node '{node}' ({op}){where}: {cause}")
+
+    def at_item(self, item: int) -> ItemError:
+        """The same failure, naming the item (its index in the request's batch) that failed."""
+        named = ItemError(self.pipeline, self.node, self.op, self.cause, item)
+        named.__cause__ = self.__cause__
+        return named

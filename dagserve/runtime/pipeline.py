@@ -31,6 +31,7 @@ from dagserve.errors import (
     DagserveError,
     DeadlineExceededError,
     InvalidInputError,
+    ItemError,
     RequestError,
     UnavailableError,
     UnrecoverableError,
@@ -538,7 +539,8 @@ class Pipeline:
                 continue
             if isinstance(result, _ItemFailure):
                 runner.stats.failures += 1
-                request.fail(result.exc)
+                exc = result.exc
+                request.fail(exc.at_item(index) if request.n_items > 1 and isinstance(exc, ItemError) else exc)
                 continue
             values = request.values[index]
             for port, value in result.items():

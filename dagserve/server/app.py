@@ -17,10 +17,11 @@ import grpc
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
+from dagserve.server.control import ModelControl
 from dagserve.server.grpc_service import InferenceService
 from dagserve.server.repository import Repository
+from dagserve.server.requestlog import RequestLog
 
 __all__ = ["Server", "ServerConfig", "serve"]
 
@@ -43,6 +44,25 @@ class ServerConfig:
     drain_timeout: float = 30.0
     exit_on_error: bool = True
     grpc_options: list[tuple[str, int]] = field(default_factory=list)
+    model_control_mode: str = "none"
+    """``explicit``: clients may load and unload pipelines; ``none``: refused, as in Triton."""
+    access_log: bool = False
+    """Log every successful request too (failures are always logged)."""
+    http_read_timeout: float = 60.0
+    """Seconds an HTTP request body may take to arrive (then 408 and the connection closes); 0: no limit."""
+    http_idle_timeout: float = 75.0
+    """Seconds an HTTP connection may sit without a request before it is closed."""
+    http_max_connections: int = 1000
+    """HTTP connections open at once (per listener); more are answered 503 and closed. 0: no cap."""
+    grpc_max_concurrent_rpcs: int = 1000
+    """gRPC calls (a stream counts as one) served at once; more are refused with RESOURCE_EXHAUSTED."""
+    grpc_max_streams: int = 100
+    """HTTP/2 streams (calls in flight) one gRPC connection may open (``grpc.max_concurrent_streams``)."""
+    grpc_idle_timeout: float = 300.0
+    """Seconds a gRPC connection with no call in flight stays open (``grpc.max_connection_idle_ms``)."""
+    grpc_max_connection_age: float = 0.0
+    """Seconds after which a gRPC connection is told to go away (then as long again, at most 30 s, for its
+    calls to finish before it is closed): the bound on a call whose message never arrives. 0: off."""
 
 
 class Server:
@@ -58,6 +78,8 @@ class Server:
         self.health = health_aio.HealthServicer()
         self.ports: dict[str, int] = {}
         self._http_runners: list[object] = []
+        self.model_control = ModelControl(self.repository, explicit=config.model_control_mode == "explicit")
+        self.requests = RequestLog(access_log=config.access_log)
 
     async def start(self) -> None:
         """Load every pipeline, then open the listeners.
@@ -80,12 +102,19 @@ class Server:
             ("grpc.max_receive_message_length", c.max_message_bytes),
             ("grpc.max_send_message_length", c.max_message_bytes),
             ("grpc.so_reuseport", 0),
-            *c.grpc_options,
+            ("grpc.max_concurrent_streams", c.grpc_max_streams),
+            ("grpc.max_connection_idle_ms", int(c.grpc_idle_timeout * 1000)),
+            ("grpc.keepalive_time_ms", 60_000),  # find dead peers: ping after a minute without traffic
+            ("grpc.keepalive_timeout_ms", 20_000),
         ]
+        if c.grpc_max_connection_age > 0:
+            options += [("grpc.max_connection_age_ms", int(c.grpc_max_connection_age * 1000)),
+                        ("grpc.max_connection_age_grace_ms", int(min(c.grpc_max_connection_age, 30.0) * 1000))]
+        options += c.grpc_options
         if c.grpc_port >= 0:
-            server = grpc.aio.server(options=options)
-            pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-                InferenceService(self.repository, self.live, self.draining), server)
+            server = grpc.aio.server(options=options, maximum_concurrent_rpcs=c.grpc_max_concurrent_rpcs or None)
+            service = InferenceService(self.repository, self.live, self.draining, self.model_control, self.requests)
+            server.add_generic_rpc_handlers((service.handler(),))
             health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
             names = (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
             reflection.enable_server_reflection(names, server)
@@ -109,17 +138,20 @@ class Server:
             return
         from aiohttp import web
 
-        from dagserve.server.http import build_http_app
+        from dagserve.server.http import CappedAppRunner, build_http_app
         from dagserve.server.metrics import build_metrics_app
 
         for kind, port, factory in (
-            ("http", c.http_port, lambda: build_http_app(self.repository, self.live, self.draining,
-                                                         c.max_message_bytes)),
+            ("http", c.http_port, lambda: build_http_app(
+                self.repository, self.live, self.draining, c.max_message_bytes,
+                read_timeout=c.http_read_timeout or None, model_control=self.model_control,
+                requests=self.requests)),
             ("metrics", c.metrics_port, lambda: build_metrics_app(self.repository)),
         ):
             if port < 0:
                 continue
-            runner = web.AppRunner(factory(), access_log=None)
+            runner = CappedAppRunner(factory(), c.http_max_connections, access_log=None,
+                                     keepalive_timeout=c.http_idle_timeout)
             await runner.setup()
             site = web.TCPSite(runner, c.host, port)
             await site.start()

@@ -20,7 +20,9 @@ from dagserve.errors import InvalidInputError
 from dagserve.types import DTYPES
 
 __all__ = [
+    "MAX_ELEMENTS",
     "TRITON_TO_SPEC",
+    "check_shape",
     "decode_bytes",
     "encode_bytes",
     "from_contents",
@@ -69,13 +71,35 @@ def _np_dtype(triton: str, name: str) -> np.dtype[Any]:
     return dtype
 
 
-def _check_shape(name: str, shape: Sequence[int]) -> int:
+MAX_ELEMENTS = 2**48
+"""Most elements a shape may describe, counting its non-zero dimensions only.
+
+No tensor that fits in a message comes near it; a shape such as ``[0, 2**63-1]``
+(zero elements, but no array can have that shape) is refused with it instead of
+failing deep inside NumPy.
+"""
+
+
+def check_shape(name: str, shape: Sequence[int]) -> int:
+    """The element count of an input's shape, refusing negative and impossibly large dimensions.
+
+    Raises:
+        InvalidInputError: a negative dimension, or non-zero dimensions that
+            multiply to more than :data:`MAX_ELEMENTS`.
+    """
     count = 1
+    nonzero = 1
     for d in shape:
         if d < 0:
             raise InvalidInputError(f"input '{name}': shape {list(shape)} has a negative dimension")
         count *= d
+        nonzero *= d or 1
+    if nonzero > MAX_ELEMENTS:
+        raise InvalidInputError(
+            f"input '{name}': shape {list(shape)} is impossibly large: its non-zero dimensions multiply to "
+            f"{nonzero} elements (at most {MAX_ELEMENTS} are accepted, even with a zero dimension)")
     return count
+
 
 
 def decode_bytes(buffer: bytes | memoryview, count: int, name: str) -> np.ndarray[Any, Any]:
@@ -115,7 +139,7 @@ def encode_bytes(array: np.ndarray[Any, Any]) -> bytes:
 
 def from_raw(name: str, datatype: str, shape: Sequence[int], raw: bytes | memoryview) -> np.ndarray[Any, Any]:
     """An array view of a raw input buffer (no copy for fixed-size dtypes)."""
-    count = _check_shape(name, shape)
+    count = check_shape(name, shape)
     if datatype == "BYTES":
         return decode_bytes(raw, count, name).reshape(tuple(shape))
     dtype = _np_dtype(datatype, name)
@@ -128,7 +152,7 @@ def from_raw(name: str, datatype: str, shape: Sequence[int], raw: bytes | memory
 
 def from_contents(name: str, datatype: str, shape: Sequence[int], contents: Any) -> np.ndarray[Any, Any]:
     """An array from the typed ``contents`` field of an input tensor."""
-    count = _check_shape(name, shape)
+    count = check_shape(name, shape)
     field = _CONTENTS_FIELD.get(datatype)
     if field is None:
         raise InvalidInputError(f"input '{name}': datatype '{datatype}' cannot be sent in typed contents; "
@@ -141,7 +165,10 @@ def from_contents(name: str, datatype: str, shape: Sequence[int], contents: Any)
         out = np.empty(count, dtype=object)
         out[:] = list(values)
         return out.reshape(tuple(shape))
-    return np.asarray(values, dtype=_np_dtype(datatype, name)).reshape(tuple(shape))
+    try:
+        return np.asarray(values, dtype=_np_dtype(datatype, name)).reshape(tuple(shape))
+    except OverflowError as exc:  # int_contents carries INT8/INT16 as int32, uint_contents UINT8/16 as uint32
+        raise InvalidInputError(f"input '{name}': a value in {field} does not fit {datatype}: {exc}") from None
 
 
 def to_raw(array: Any) -> tuple[str, list[int], bytes]:

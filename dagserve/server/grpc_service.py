@@ -5,24 +5,32 @@ The message classes and the service stub come from the ``tritonclient`` package
 maps dagserve's errors to the status Triton would send: INVALID_ARGUMENT,
 NOT_FOUND, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, UNAVAILABLE. Anything
 unexpected is INTERNAL with the exception's message, never a bare "internal error".
+A message that does not parse is INVALID_ARGUMENT (the handlers are built here,
+with deserializers that never raise), and every call is logged once through
+:class:`~dagserve.server.requestlog.RequestLog`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import AsyncIterator
+import functools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from dagserve import __version__
-from dagserve.errors import DagserveError, InvalidInputError, RequestError
+from dagserve.errors import DagserveError, InvalidInputError, RequestError, UnavailableError
 from dagserve.server.codec import from_contents, from_raw, to_raw
+from dagserve.server.control import ModelControl, parse_load_parameters
 from dagserve.server.inference import InferCall, InferReply, parse_priority_timeout, resolve, run_call
 from dagserve.server.repository import Repository
+from dagserve.server.requestlog import RequestLog
 from dagserve.server.triton import (
     EXTENSIONS,
     SERVER_NAME,
@@ -32,9 +40,8 @@ from dagserve.server.triton import (
     parameter_value,
 )
 
-__all__ = ["InferenceService", "decode_request", "encode_response"]
+__all__ = ["InferenceService", "Unparsable", "decode_request", "encode_response", "status_of"]
 
-log = logging.getLogger("dagserve.server")
 
 _STATUS = {
     "INVALID_ARGUMENT": grpc.StatusCode.INVALID_ARGUMENT,
@@ -57,6 +64,12 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 def decode_request(request: pb.ModelInferRequest, deadline: float | None) -> InferCall:
     """Parse a ModelInferRequest, checking every size before building arrays."""
     raw = request.raw_input_contents
+    if raw:
+        for tensor in request.inputs:
+            if tensor.HasField("contents"):  # Triton's message for the mix
+                raise InvalidInputError(
+                    f"contents field must not be specified when using raw_input_contents for '{tensor.name}' "
+                    f"for model '{request.model_name}'")
     if raw and len(raw) != len(request.inputs):
         raise InvalidInputError(
             f"expected {len(request.inputs)} raw input buffers (one per input) but got {len(raw)}")
@@ -92,28 +105,114 @@ def encode_response(reply: InferReply) -> pb.ModelInferResponse:
     return response
 
 
-class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
-    """The KServe v2 gRPC service over a :class:`Repository`."""
+def _repository_parameter(value: pb.ModelRepositoryParameter) -> Any:
+    """The set value of a ModelRepositoryParameter (None when none is set)."""
+    which = value.WhichOneof("parameter_choice")
+    return getattr(value, which) if which else None
 
-    def __init__(self, repository: Repository, live: asyncio.Event, draining: asyncio.Event) -> None:
+
+@dataclass(frozen=True)
+class Unparsable:
+    """Stands for a message that did not parse, so the RPC answers INVALID_ARGUMENT (not INTERNAL + traceback)."""
+
+    type_name: str
+    error: str
+
+    def message(self) -> str:
+        return f"the request is not a valid {self.type_name} message: {self.error}"
+
+
+def _deserializer(cls: type[Message]) -> Callable[[bytes], Message | Unparsable]:
+    def parse(data: bytes) -> Message | Unparsable:
+        try:
+            return cls.FromString(data)
+        except DecodeError as exc:
+            return Unparsable(cls.DESCRIPTOR.full_name, str(exc) or "malformed protobuf")
+    return parse
+
+
+def _model_and_id(request: Any) -> tuple[str, str]:
+    model = getattr(request, "model_name", "") or getattr(request, "name", "")
+    return str(model), str(getattr(request, "id", ""))
+
+
+Behaviour = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+def _rpc(method: Behaviour) -> Behaviour:
+    """One unary RPC: refuse an unparsable message, map failures to statuses, log how it ended."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    async def call(self: InferenceService, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        started = time.perf_counter()
+        model, request_id = _model_and_id(request)
+        try:
+            if isinstance(request, Unparsable):
+                raise InvalidInputError(request.message())
+            response = await method(self, request, context)
+        except asyncio.CancelledError:
+            self.requests.finished("grpc", name, model, request_id, started, "CANCELLED",
+                                   "the client went away (cancelled or past its deadline)")
+            raise
+        except Exception as exc:
+            code, message = status_of(exc)
+            self.requests.finished("grpc", name, model, request_id, started, code.name, message, exc)
+            await context.abort(code, message)
+        self.requests.finished("grpc", name, model, request_id, started)
+        return response
+
+    return call
+
+
+class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
+    """The KServe v2 gRPC service over a :class:`Repository`.
+
+    Args:
+        model_control: load/unload over the protocol (refused unless explicit).
+        requests: where finished requests are logged.
+    """
+
+    def __init__(self, repository: Repository, live: asyncio.Event, draining: asyncio.Event,
+                 model_control: ModelControl | None = None, requests: RequestLog | None = None) -> None:
         self.repository = repository
         self._live = live
         self._draining = draining
+        self.model_control = model_control or ModelControl(repository, explicit=False)
+        self.requests = requests or RequestLog()
 
-    async def _fail(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
-        code, message = status_of(exc)
-        if code is grpc.StatusCode.INTERNAL:
-            log.exception("internal error serving a request", exc_info=exc)
-        await context.abort(code, message)
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The service's handlers, built from its descriptor with deserializers that never raise.
+
+        ``service_pb2_grpc``'s own registration parses with ``FromString``; a
+        message that fails to parse then becomes INTERNAL and a full traceback in
+        the log (one per fuzzed message), instead of the client's INVALID_ARGUMENT.
+        """
+        service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+        handlers: dict[str, grpc.RpcMethodHandler] = {}
+        for method in service.methods:
+            request_cls = getattr(pb, method.input_type.name)
+            response_cls = getattr(pb, method.output_type.name)
+            behaviour = getattr(self, method.name)
+            kwargs = {"request_deserializer": _deserializer(request_cls),
+                      "response_serializer": response_cls.SerializeToString}
+            if method.client_streaming and method.server_streaming:
+                handlers[method.name] = grpc.stream_stream_rpc_method_handler(behaviour, **kwargs)
+            else:
+                handlers[method.name] = grpc.unary_unary_rpc_method_handler(behaviour, **kwargs)
+        return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
     # -- health and metadata ----------------------------------------------------------------
 
+    @_rpc
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=self._live.is_set())
 
+    @_rpc
     async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self.repository.ready and not self._draining.is_set())
 
+    @_rpc
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
         try:
             resolve(self.repository, request.name, request.version)
@@ -121,37 +220,30 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=not self._draining.is_set())
 
+    @_rpc
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
 
+    @_rpc
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
-        try:
-            return model_metadata(resolve(self.repository, request.name, request.version).plan)
-        except Exception as exc:
-            await self._fail(context, exc)
-            raise
+        return model_metadata(resolve(self.repository, request.name, request.version).plan)
 
+    @_rpc
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
-        try:
-            plan = resolve(self.repository, request.name, request.version).plan
-        except Exception as exc:
-            await self._fail(context, exc)
-            raise
+        plan = resolve(self.repository, request.name, request.version).plan
         return pb.ModelConfigResponse(config=model_config(plan))
 
+    @_rpc
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any) -> pb.ModelStatisticsResponse:
-        try:
-            if request.name:
-                pipelines = [resolve(self.repository, request.name, request.version)]
-            else:
-                pipelines = [e.pipeline for e in self.repository.entries.values() if e.pipeline is not None]
-        except Exception as exc:
-            await self._fail(context, exc)
-            raise
+        if request.name:
+            pipelines = [resolve(self.repository, request.name, request.version)]
+        else:
+            pipelines = [e.pipeline for e in self.repository.entries.values() if e.pipeline is not None]
         return pb.ModelStatisticsResponse(model_stats=[model_statistics(p) for p in pipelines])
 
     # -- repository ---------------------------------------------------------------------------
 
+    @_rpc
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> pb.RepositoryIndexResponse:
         models = []
         for entry in sorted(self.repository.entries.values(), key=lambda e: e.name):
@@ -162,65 +254,70 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 name=entry.name, version=version, state=entry.state, reason=entry.reason))
         return pb.RepositoryIndexResponse(models=models)
 
+    @_rpc
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: Any
     ) -> pb.RepositoryModelLoadResponse:
-        try:
-            await self.repository.load(request.model_name)
-        except Exception as exc:
-            await self._fail(context, exc)
-            raise
+        self.model_control.check()
+        params = {k: _repository_parameter(v) for k, v in request.parameters.items()}
+        await self.model_control.load(request.model_name, parse_load_parameters(params, base64_files=False))
         return pb.RepositoryModelLoadResponse()
 
+    @_rpc
     async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: Any
     ) -> pb.RepositoryModelUnloadResponse:
-        try:
-            await self.repository.unload(request.model_name)
-        except Exception as exc:
-            await self._fail(context, exc)
-            raise
+        await self.model_control.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
     # -- inference ----------------------------------------------------------------------------
 
     async def _infer(self, request: pb.ModelInferRequest, deadline: float | None) -> pb.ModelInferResponse:
         if self._draining.is_set():
-            from dagserve.errors import UnavailableError
-
             raise UnavailableError("the server is shutting down and accepts no new requests")
         call = decode_request(request, deadline)
         reply = await run_call(self.repository, call)
         return encode_response(reply)
 
+    @_rpc
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        try:
-            return await self._infer(request, context.time_remaining())
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            await self._fail(context, exc)
-            raise
+        return await self._infer(request, context.time_remaining())
 
     async def ModelStreamInfer(
-        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest | Unparsable], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        """Requests of one stream run concurrently; responses go back as they finish."""
+        """Requests of one stream run concurrently; responses go back as they finish.
+
+        Each message is logged as a request of its own; a message that does not
+        parse answers with an ``error_message`` and the stream goes on.
+        """
         results: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
         tasks: set[asyncio.Task[None]] = set()
 
-        async def one(request: pb.ModelInferRequest) -> None:
+        async def one(request: pb.ModelInferRequest | Unparsable) -> None:
+            started = time.perf_counter()
+            model, request_id = _model_and_id(request)
             try:
+                if isinstance(request, Unparsable):
+                    raise InvalidInputError(request.message())
                 response = await self._infer(request, None)
-                await results.put(pb.ModelStreamInferResponse(infer_response=response))
+            except asyncio.CancelledError:
+                self.requests.finished("grpc", "ModelStreamInfer", model, request_id, started, "CANCELLED",
+                                       "the client closed the stream")
+                raise
             except Exception as exc:
-                _, message = status_of(exc)
+                code, message = status_of(exc)
+                self.requests.finished("grpc", "ModelStreamInfer", model, request_id, started, code.name,
+                                       message, exc)
                 await results.put(pb.ModelStreamInferResponse(
                     error_message=message,
-                    infer_response=pb.ModelInferResponse(
-                        model_name=request.model_name, model_version=request.model_version, id=request.id)))
+                    infer_response=pb.ModelInferResponse(model_name=model, id=request_id, model_version=getattr(
+                        request, "model_version", ""))))
+                return
+            self.requests.finished("grpc", "ModelStreamInfer", model, request_id, started)
+            await results.put(pb.ModelStreamInferResponse(infer_response=response))
 
         async def read() -> None:
             try:
@@ -230,6 +327,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                     task.add_done_callback(tasks.discard)
                 if tasks:
                     await asyncio.gather(*list(tasks), return_exceptions=True)
+            except (asyncio.CancelledError, grpc.aio.AioRpcError, grpc.RpcError):
+                pass  # the client left: its requests end with it, logged as CANCELLED
             finally:
                 await results.put(None)
 

@@ -15,7 +15,10 @@ binary when the output asks ``binary_data: true`` or the request sets
 ``binary_data_output: true`` (tritonclient's default), else as JSON ``data``.
 
 Errors are ``{"error": "..."}`` with the HTTP status of the error's gRPC status
-(:data:`HTTP_STATUS`). A body over the size limit is 413.
+(:data:`HTTP_STATUS`). A body over the size limit is 413; one that does not
+arrive within the read timeout 408, one with an unknown Content-Encoding 415, and
+one that does not decode 400 (these three close the connection). JSON is strict
+both ways: no NaN or Infinity in, none out.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ import asyncio
 import base64
 import binascii
 import json
-import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,15 +40,24 @@ from google.protobuf.message import Message
 
 from dagserve import __version__
 from dagserve.errors import DagserveError, InvalidInputError, RequestError, UnavailableError
-from dagserve.server.codec import TRITON_TO_SPEC, from_raw, to_raw
+from dagserve.server.codec import TRITON_TO_SPEC, check_shape, from_raw, to_raw
+from dagserve.server.control import ModelControl, parse_load_parameters
 from dagserve.server.inference import InferCall, InferReply, parse_priority_timeout, resolve, run_call
 from dagserve.server.repository import Repository
+from dagserve.server.requestlog import RequestLog, failure_status
 from dagserve.server.triton import EXTENSIONS, SERVER_NAME, model_config, model_metadata, model_statistics
 from dagserve.types import DTYPES
 
-__all__ = ["HEADER_LENGTH", "HTTP_STATUS", "build_http_app", "decode_infer", "encode_infer", "proto_to_json"]
+__all__ = [
+    "HEADER_LENGTH",
+    "HTTP_STATUS",
+    "CappedAppRunner",
+    "build_http_app",
+    "decode_infer",
+    "encode_infer",
+    "proto_to_json",
+]
 
-log = logging.getLogger("dagserve.server")
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 """Triton's binary tensor extension: the byte length of the JSON header that starts the body."""
@@ -127,11 +139,32 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes | memoryv
     return view[:n], view[n:]
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (JSON has no NaN or Infinity)")
+
+
 def _parse_json(raw: bytes | memoryview) -> Any:
+    """Strict JSON: ``NaN``/``Infinity`` (which Python's parser accepts) and runaway nesting are refused."""
     try:
-        return json.loads(bytes(raw))
+        return json.loads(bytes(raw), parse_constant=_no_constant)
+    except RecursionError:
+        raise InvalidInputError("the request's JSON is nested too deeply for the server to parse") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidInputError(f"the request's JSON is malformed: {exc}") from None
+
+
+def _python(value: Any) -> Any:
+    """A NumPy scalar as the Python value; an object array's element (a dict, None, a huge int) as it is."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _brief(value: Any, limit: int = 200) -> str:
+    """``value`` as short JSON for a message (a client's value may be huge or deeply nested)."""
+    try:
+        text = json.dumps(value)
+    except (RecursionError, TypeError, ValueError):
+        text = repr(type(value).__name__)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _require(obj: Any, key: str, kind: type, where: str) -> Any:
@@ -155,16 +188,15 @@ def _parameters(obj: dict[str, Any], where: str) -> dict[str, Any]:
 
 def _shape(value: Any, name: str) -> list[int]:
     if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in value):
-        raise InvalidInputError(f"input '{name}': 'shape' must be a list of integers, got {json.dumps(value)}")
-    if any(d < 0 for d in value):
-        raise InvalidInputError(f"input '{name}': shape {value} has a negative dimension")
+        raise InvalidInputError(f"input '{name}': 'shape' must be a list of integers, got {_brief(value)}")
+    check_shape(name, value)
     return value
 
 
 def _from_json_data(name: str, datatype: str, shape: list[int], data: Any,
                     params: dict[str, Any]) -> np.ndarray[Any, Any]:
     """An array from an input's JSON ``data`` (flat or nested, row-major)."""
-    count = math.prod(shape)  # Python ints: a huge claimed shape cannot overflow
+    count = math.prod(shape)  # Python ints, and check_shape bounded them
     if datatype == "BYTES":
         flat = _flatten(data, name)
         if len(flat) != count:
@@ -201,11 +233,19 @@ def _from_json_data(name: str, datatype: str, shape: list[int], data: Any,
     if loose.size and loose.dtype.kind not in _JSON_KINDS[dtype.kind]:
         what = {"b": "true/false", "iu": "integers", "iuf": "numbers"}[_JSON_KINDS[dtype.kind]]
         raise InvalidInputError(f"input '{name}': {datatype} 'data' must be {what}, got {loose.dtype.kind!r}-kind "
-                                f"values such as {json.dumps(loose.reshape(-1)[0].item())}")
+                                f"values such as {_brief(_python(loose.reshape(-1)[0]))}")
     try:
-        return np.asarray(loose.reshape(-1).tolist() if dtype.kind in "iu" else loose, dtype=dtype).reshape(shape)
+        with np.errstate(over="ignore"):
+            array = np.asarray(loose.reshape(-1).tolist() if dtype.kind in "iu" else loose, dtype=dtype).reshape(shape)
     except OverflowError as exc:
         raise InvalidInputError(f"input '{name}': a value does not fit {datatype}: {exc}") from None
+    if dtype.kind == "f" and array.size:
+        overflow = np.isinf(array)
+        if overflow.any():  # JSON has no infinity, so every inf here is a finite number too large for the type
+            value = _python(loose.reshape(-1)[int(np.flatnonzero(overflow.reshape(-1))[0])])
+            raise InvalidInputError(f"input '{name}': {value!r} is out of range for {datatype} "
+                                    f"(largest finite value {float(np.finfo(dtype).max):.7g})")
+    return array
 
 
 def _flatten(data: Any, name: str) -> list[Any]:
@@ -224,8 +264,12 @@ def _flatten(data: Any, name: str) -> list[Any]:
     return out
 
 
-def decode_infer(model: str, version: str, body: bytes, header_length: str | None) -> tuple[InferCall, set[str], bool]:
+def decode_infer(model: str, version: str, body: bytes, header_length: str | None,
+                 on_request_id: Callable[[str], None] | None = None) -> tuple[InferCall, set[str], bool]:
     """Parse an inference body into (call, outputs to send as binary, binary by default).
+
+    ``on_request_id`` is told the request's ``id`` as soon as it is read, so that
+    a request failing later in decoding is still logged with its id.
 
     Raises:
         InvalidInputError: malformed JSON, missing or mistyped fields, binary sizes
@@ -238,6 +282,8 @@ def decode_infer(model: str, version: str, body: bytes, header_length: str | Non
     request_id = request.get("id", "")
     if not isinstance(request_id, str):
         raise InvalidInputError(f"field 'id' must be a string, got {type(request_id).__name__}")
+    if on_request_id is not None:
+        on_request_id(request_id)
     inputs_json = _require(request, "inputs", list, "inference request")
     params = _parameters(request, "inference request")
     offset = 0
@@ -313,6 +359,9 @@ def _json_data(name: str, array: np.ndarray[Any, Any]) -> tuple[list[Any], dict[
     if arr.dtype == np.float16:
         raise InvalidInputError(f"output '{name}' is FP16, which has no JSON form; ask for it as binary "
                                 "(output parameter binary_data: true)")
+    if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+        raise InvalidInputError(f"output '{name}' holds NaN or infinity, which JSON cannot carry; ask for it as "
+                                "binary (output parameter binary_data: true)")
     return arr.reshape(-1).tolist(), {}
 
 
@@ -339,7 +388,7 @@ def encode_infer(reply: InferReply, binary_outputs: set[str], binary_default: bo
     response: dict[str, Any] = {"model_name": reply.model, "model_version": reply.version, "outputs": outputs_json}
     if reply.request_id:
         response["id"] = reply.request_id
-    header = json.dumps(response, separators=(",", ":")).encode("utf-8")
+    header = json.dumps(response, separators=(",", ":"), allow_nan=False).encode("utf-8")
     if not buffers:
         return header, None
     return b"".join([header, *buffers]), len(header)
@@ -355,38 +404,82 @@ def _error(status: int, message: str) -> web.Response:
 def _error_of(exc: BaseException) -> web.Response:
     if isinstance(exc, RequestError):
         return _error(HTTP_STATUS.get(exc.status, 500), str(exc))
-    log.error("internal error serving an HTTP request", exc_info=exc)
     if isinstance(exc, DagserveError):
         return _error(500, str(exc))
     return _error(500, f"{type(exc).__name__}: {exc}")
 
 
+_STATUS_OF_HTTP: dict[int, str] = {**{v: k for k, v in HTTP_STATUS.items()}, 413: "RESOURCE_EXHAUSTED",
+                                   408: "DEADLINE_EXCEEDED", 415: "INVALID_ARGUMENT", 405: "INVALID_ARGUMENT"}
+"""The gRPC status name logged for an HTTP status that dagserve's errors do not map from."""
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+_REQUEST_ID = "dagserve.request_id"
+"""Key of the request id on an aiohttp request, once its body is parsed (for the log)."""
+
+_ENCODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
+"""Content-Encodings of request bodies that aiohttp decodes (and that tritonclient sends)."""
+
+
+def _json_error(cls: type[web.HTTPException], message: str, **kwargs: Any) -> web.HTTPException:
+    """An aiohttp HTTP exception whose body is dagserve's ``{"error": ...}``."""
+    return cls(text=json.dumps({"error": message}), content_type="application/json", **kwargs)
+
+
+class _UnreadableBody(Exception):
+    """A body that cannot be read to its end: answered, then the connection is closed.
+
+    Left open, aiohttp would try to read (and fail on) the rest of the body after
+    the answer, and log that failure with a traceback.
+    """
+
+    def __init__(self, http_status: int, message: str) -> None:
+        super().__init__(message)
+        self.http_status = http_status
 
 
 class _Api:
     """The v2 routes over one repository."""
 
     def __init__(self, repository: Repository, live: asyncio.Event, draining: asyncio.Event,
-                 max_message_bytes: int) -> None:
+                 max_message_bytes: int, read_timeout: float | None = None,
+                 model_control: ModelControl | None = None) -> None:
         self.repository = repository
         self.live = live
         self.draining = draining
         self.max_message_bytes = max_message_bytes
+        self.read_timeout = read_timeout
+        self.model_control = model_control or ModelControl(repository, explicit=False)
 
     async def body(self, request: web.Request) -> bytes:
-        """The whole body, or a 413 that says how large it was and what the limit is."""
+        """The whole (decoded) body; 413 when too large, 415 for an unknown Content-Encoding,
+        400 for a body that does not decode, 408 when it does not arrive within the read timeout."""
         limit = self.max_message_bytes
+        encoding = request.headers.get("Content-Encoding", "").strip().lower()
+        if encoding not in _ENCODINGS:
+            # Closing the connection: aiohttp would otherwise read the rest of the body and fail on it.
+            raise _UnreadableBody(415, f"Content-Encoding '{encoding}' is not supported; send the body "
+                                       "uncompressed, or compressed with gzip or deflate")
         if request.content_length is not None and request.content_length > limit:
-            raise web.HTTPRequestEntityTooLarge(
-                max_size=limit, actual_size=request.content_length, text=json.dumps({"error": self._too_large(
-                    request.content_length)}), content_type="application/json")
+            raise _json_error(web.HTTPRequestEntityTooLarge, self._too_large(request.content_length),
+                              max_size=limit, actual_size=request.content_length)
         try:
-            return await request.read()
+            return await asyncio.wait_for(request.read(), self.read_timeout)
         except web.HTTPRequestEntityTooLarge:
-            raise web.HTTPRequestEntityTooLarge(
-                max_size=limit, actual_size=limit + 1, text=json.dumps({"error": self._too_large(None)}),
-                content_type="application/json") from None
+            raise _json_error(web.HTTPRequestEntityTooLarge, self._too_large(None),
+                              max_size=limit, actual_size=limit + 1) from None
+        except asyncio.TimeoutError:
+            raise _UnreadableBody(408, f"the request body did not arrive within {self.read_timeout:g} s "
+                                       "(--http-read-timeout); the connection is closed") from None
+        except web.RequestPayloadError as err:
+            cause: BaseException = err
+            while cause.__cause__ is not None or cause.__context__ is not None:  # down to zlib's own error
+                cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+            raise _UnreadableBody(400, f"the request body is not valid {encoding or 'identity'} data "
+                                       f"(Content-Encoding: {encoding or 'identity'}): {cause}") from None
 
     def _too_large(self, size: int | None) -> str:
         got = f"of {size} bytes " if size is not None else ""
@@ -454,19 +547,16 @@ class _Api:
         return web.json_response(models)
 
     async def load(self, request: web.Request) -> web.Response:
+        self.model_control.check()
         body = await self.json_body(request)
-        params = _parameters(body, "load request")
-        override = sorted(k for k in params if k == "config" or k.startswith("file:"))
-        if override:
-            raise InvalidInputError(
-                f"loading with {', '.join(override)} is not supported: dagserve loads a pipeline from its spec "
-                "file; edit the spec and call load again")
-        await self.repository.load(request.match_info["model"])
+        override = parse_load_parameters(_parameters(body, "load request"), base64_files=True)
+        await self.model_control.load(request.match_info["model"], override)
         return web.Response(status=200)
 
     async def unload(self, request: web.Request) -> web.Response:
+        self.model_control.check()
         await self.json_body(request)
-        await self.repository.unload(request.match_info["model"])
+        await self.model_control.unload(request.match_info["model"])
         return web.Response(status=200)
 
     # -- inference
@@ -475,9 +565,13 @@ class _Api:
         if self.draining.is_set():
             raise UnavailableError("the server is shutting down and accepts no new requests")
         body = await self.body(request)
+
+        def remember(request_id: str) -> None:
+            request[_REQUEST_ID] = request_id
+
         call, binary_outputs, binary_default = decode_infer(
             request.match_info["model"], request.match_info.get("version", ""), body,
-            request.headers.get(HEADER_LENGTH))
+            request.headers.get(HEADER_LENGTH), on_request_id=remember)
         reply = await run_call(self.repository, call)
         data, header_length = encode_infer(reply, binary_outputs, binary_default, call.outputs)
         if len(data) > self.max_message_bytes:
@@ -489,28 +583,118 @@ class _Api:
                             headers={HEADER_LENGTH: str(header_length)})
 
 
-@web.middleware
-async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure as ``{"error": ...}`` with the mapped status; aiohttp's own errors too."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.content_type == "application/json" or exc.status < 400:
+def _error_middleware(requests: RequestLog) -> Any:
+    """Every failure as ``{"error": ...}`` with the mapped status (aiohttp's own errors too), and one log
+    line per finished request."""
+
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        failure: BaseException | None = None
+        try:
+            response: web.StreamResponse = await handler(request)
+        except web.HTTPException as exc:
+            if exc.content_type == "application/json" or exc.status < 400:
+                response = exc
+            else:
+                reason = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+                if exc.status == 404:
+                    reason = f"no route for {request.method} {request.path}"
+                elif exc.status == 405:
+                    reason = f"method {request.method} is not allowed on {request.path}"
+                response = _error(exc.status, reason)
+        except _UnreadableBody as exc:
+            response = _error(exc.http_status, str(exc))
+            response.force_close()
+            await response.prepare(request)
+            await response.write_eof()
+            if request.protocol is not None:
+                request.protocol.force_close()  # no lingering read of the rest of the body
+        except asyncio.CancelledError:
+            requests.finished("http", f"{request.method} {request.path}", request.match_info.get("model", ""),
+                              request.get(_REQUEST_ID, ""), started, "CANCELLED", "the client went away")
             raise
-        reason = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
-        if exc.status == 404:
-            reason = f"no route for {request.method} {request.path}"
-        elif exc.status == 405:
-            reason = f"method {request.method} is not allowed on {request.path}"
-        return _error(exc.status, reason)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        return _error_of(exc)
+        except Exception as exc:
+            failure = exc
+            response = _error_of(exc)
+        if response.status < 400:
+            requests.finished("http", f"{request.method} {request.path}", request.match_info.get("model", ""),
+                              request.get(_REQUEST_ID, ""), started, extra=f"http={response.status}")
+        else:
+            status = failure_status(failure) if failure is not None else _STATUS_OF_HTTP.get(
+                response.status, f"HTTP_{response.status}")
+            message = _message_of(response)
+            requests.finished("http", f"{request.method} {request.path}", request.match_info.get("model", ""),
+                              request.get(_REQUEST_ID, ""), started, status, message, failure,
+                              extra=f"http={response.status}")
+        if isinstance(response, web.HTTPException):
+            raise response
+        return response
+
+    return errors
+
+
+def _message_of(response: web.StreamResponse) -> str:
+    body = getattr(response, "text", None)
+    try:
+        return str(json.loads(body)["error"]) if body else ""
+    except (ValueError, KeyError, TypeError):
+        return str(body)
+
+
+class _Refuse(asyncio.Protocol):
+    """A connection over the cap: answered 503 at once, closed once the client has read it (or after 1 s)."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        body = json.dumps({"error": f"the server has its maximum of {self.cap} HTTP connections open "
+                                    "(--http-max-connections); retry later"}).encode()
+        transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        if transport.can_write_eof():
+            transport.write_eof()
+        asyncio.get_running_loop().call_later(1.0, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass  # the request is not served
+
+
+class _ConnectionCap:
+    """A protocol factory over aiohttp's: its handler while fewer than ``cap`` connections are open."""
+
+    def __init__(self, server: web.Server, cap: int) -> None:
+        self.server = server
+        self.cap = cap
+
+    def __call__(self) -> asyncio.BaseProtocol:
+        if len(self.server.connections) >= self.cap:
+            return _Refuse(self.cap)
+        return self.server()
+
+
+class CappedAppRunner(web.AppRunner):
+    """An :class:`aiohttp.web.AppRunner` whose sites accept at most ``max_connections`` connections at once;
+    more are answered 503 and closed. ``max_connections`` 0: no cap."""
+
+    def __init__(self, app: web.Application, max_connections: int, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.max_connections = max_connections
+
+    @property
+    def server(self) -> Any:
+        """What sites use as their protocol factory (aiohttp's own server when there is no cap)."""
+        server = super().server
+        if server is None or self.max_connections <= 0:
+            return server
+        return _ConnectionCap(server, self.max_connections)
 
 
 def build_http_app(repository: Repository, live: asyncio.Event, draining: asyncio.Event,
-                   max_message_bytes: int) -> web.Application:
+                   max_message_bytes: int, read_timeout: float | None = None,
+                   model_control: ModelControl | None = None, requests: RequestLog | None = None) -> web.Application:
     """The HTTP/REST v2 application.
 
     Args:
@@ -518,9 +702,13 @@ def build_http_app(repository: Repository, live: asyncio.Event, draining: asynci
         live: set once the server has started.
         draining: set on shutdown; inference then answers 503 (UNAVAILABLE).
         max_message_bytes: largest request body (larger: 413) and response.
+        read_timeout: seconds a request body may take to arrive (then 408); None: no limit.
+        model_control: load/unload (refused unless explicit, the default).
+        requests: where finished requests are logged.
     """
-    api = _Api(repository, live, draining, max_message_bytes)
-    app = web.Application(client_max_size=max_message_bytes, middlewares=[_errors])
+    api = _Api(repository, live, draining, max_message_bytes, read_timeout, model_control)
+    app = web.Application(client_max_size=max_message_bytes,
+                          middlewares=[_error_middleware(requests or RequestLog())])
     model = "/v2/models/{model}"
     versioned = "/v2/models/{model}/versions/{version}"
     app.router.add_get("/v2/health/live", api.live_)

@@ -17,7 +17,7 @@ from dagserve.errors import InvalidInputError, NotFoundError
 from dagserve.runtime.pipeline import Pipeline
 from dagserve.server.repository import Repository
 
-__all__ = ["InferCall", "InferReply", "run_call"]
+__all__ = ["InferCall", "InferReply", "check_no_sequence", "parse_priority_timeout", "resolve", "run_call"]
 
 
 @dataclass
@@ -55,20 +55,58 @@ def resolve(repository: Repository, model: str, version: str) -> Pipeline:
     return pipeline
 
 
+def _integer_parameter(parameters: dict[str, Any], key: str, unit: str) -> int | None:
+    """An integer request parameter (JSON number, gRPC int64/uint64, or a string of digits); 0 means unset.
+
+    A boolean is refused rather than read as 0 or 1, and so is a fraction or a
+    non-finite number: ``"timeout": true`` must not become a 1 µs deadline.
+    """
+    value = parameters.get(key)
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        if value is None:
+            return None
+        raise InvalidInputError(f"invalid '{key}' parameter {value!r}: must be an integer ({unit})")
+    if isinstance(value, float):
+        if not value.is_integer():  # also NaN and infinity
+            raise InvalidInputError(f"invalid '{key}' parameter {value!r}: must be an integer ({unit})")
+        value = int(value)
+    elif isinstance(value, str):
+        if not value.strip():
+            return None
+        try:
+            value = int(value)
+        except ValueError:
+            raise InvalidInputError(f"invalid '{key}' parameter {value!r}: must be an integer ({unit})") from None
+    if value < 0:
+        raise InvalidInputError(f"invalid '{key}' parameter {value}: must be >= 0 ({unit})")
+    return value or None
+
+
 def parse_priority_timeout(parameters: dict[str, Any]) -> tuple[int | None, float | None]:
-    """Triton's ``priority`` and ``timeout`` (µs) request parameters."""
-    priority = parameters.get("priority")
-    timeout_us = parameters.get("timeout")
-    try:
-        p = int(priority) if priority not in (None, 0, "") else None
-        t = int(timeout_us) / 1e6 if timeout_us not in (None, 0, "") else None
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"invalid 'priority' or 'timeout' parameter: {exc}") from exc
-    if p is not None and p < 0:
-        raise InvalidInputError(f"invalid 'priority' parameter {p}: must be >= 0")
-    if t is not None and t < 0:
-        raise InvalidInputError(f"invalid 'timeout' parameter {timeout_us}: must be >= 0 (microseconds)")
-    return p, t
+    """Triton's ``priority`` and ``timeout`` (µs) request parameters; also refuses sequence parameters.
+
+    Raises:
+        InvalidInputError: a parameter that is not a non-negative integer, or
+            ``sequence_id``/``sequence_start``/``sequence_end`` (no sequence batching yet).
+    """
+    check_no_sequence(parameters)
+    priority = _integer_parameter(parameters, "priority", "1 is the highest priority")
+    timeout_us = _integer_parameter(parameters, "timeout", "microseconds")
+    return priority, timeout_us / 1e6 if timeout_us is not None else None
+
+
+def check_no_sequence(parameters: dict[str, Any]) -> None:
+    """Refuse Triton's sequence parameters: silently ignoring them would break a stateful client.
+
+    ``sequence_id`` 0 or ``""`` and false start/end flags mean "no sequence" (what
+    clients send by default) and pass.
+    """
+    used = [key for key in ("sequence_id", "sequence_start", "sequence_end")
+            if parameters.get(key) not in (None, 0, "", False)]
+    if used:
+        raise InvalidInputError(
+            f"the request sets {', '.join(used)}, but dagserve has no sequence batching: pipelines are "
+            "stateless and every request stands alone; send the request without sequence parameters")
 
 
 def _scalar_items(pipeline: Pipeline, inputs: dict[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dagserve.compiler.context import CompileOptions
 from dagserve.compiler.driver import compile_file
 from dagserve.diagnostics import render_text
-from dagserve.errors import NotFoundError, UnavailableError
+from dagserve.errors import InvalidInputError, NotFoundError, UnavailableError
 from dagserve.runtime.pipeline import Pipeline
 
 __all__ = ["Entry", "Repository"]
@@ -36,6 +38,8 @@ class Entry:
     state: str = "UNAVAILABLE"
     reason: str = ""
     retiring: list[Pipeline] = field(default_factory=list)
+    override_dir: str | None = None
+    """The temporary directory of a load with ``file:`` overrides, kept while its pipeline serves."""
 
 
 class Repository:
@@ -86,10 +90,15 @@ class Repository:
                 errors.append(error)
         return errors
 
-    async def _load_spec(self, spec: str, root: str, expected_name: str | None = None) -> str:
-        pipeline, name, error = await asyncio.get_running_loop().run_in_executor(None, self._compile, spec, root)
-        if expected_name is not None and name != expected_name:
-            return f"{spec}: the spec now names pipeline '{name}', not '{expected_name}'"
+    async def _load_spec(self, spec: str, root: str, expected_name: str | None = None,
+                         source: str | None = None) -> str:
+        """Compile and start ``source`` (default: ``spec``) as the pipeline of ``spec``'s entry."""
+        pipeline, name, error = await asyncio.get_running_loop().run_in_executor(
+            None, self._compile, source or spec, root)
+        if expected_name is not None:
+            if pipeline is not None and name != expected_name:
+                return f"{spec}: the spec now names pipeline '{name}', not '{expected_name}'"
+            name = expected_name  # a spec that failed to compile has no name of its own
         entry = self.entries.get(name)
         if entry is not None and entry.spec != spec:
             return f"{spec}: pipeline name '{name}' is already used by {entry.spec}"
@@ -138,9 +147,25 @@ class Repository:
             raise UnavailableError(f"Request for unavailable model: '{name}' is not ready{why}")
         return entry.pipeline
 
-    async def load(self, name: str) -> None:
-        """(Re)load ``name`` from its spec; a new spec file is looked for when unknown."""
+    async def load(self, name: str, spec_text: str | None = None, files: dict[str, bytes] | None = None) -> None:
+        """(Re)load ``name`` from its spec; a new spec file is looked for when unknown.
+
+        With ``spec_text`` (Triton's ``config`` override) that document is compiled
+        instead of the spec on disk, once: a later plain load reads the disk again.
+        ``files`` (Triton's ``file:`` overrides, relative path -> content) are written
+        beside it in a temporary directory of their own, which then is the pipeline's
+        repository root; without files the document sits beside the spec on disk,
+        so its relative paths mean what they mean there.
+
+        Raises:
+            NotFoundError: no spec names ``name`` (and no override was given).
+            UnavailableError: the spec on disk failed to compile or start.
+            InvalidInputError: the override failed to compile or start.
+        """
         async with self._lock:
+            if spec_text is not None:
+                await self._load_override(name, spec_text, files or {})
+                return
             entry = self.entries.get(name)
             if entry is None:
                 for spec, root in self.discover():
@@ -150,9 +175,62 @@ class Repository:
                         break
                 else:
                     raise NotFoundError(f"failed to load '{name}': no spec in the repository names it")
+            old_dir = entry.override_dir
             error = await self._load_spec(entry.spec, entry.root, expected_name=name)
             if error:
                 raise UnavailableError(f"failed to load '{name}': {error}")
+            if old_dir is not None and not entry.spec.startswith(old_dir):
+                entry.override_dir = None
+                shutil.rmtree(old_dir, ignore_errors=True)
+
+    async def _load_override(self, name: str, spec_text: str, files: dict[str, bytes]) -> None:
+        entry = self.entries.get(name)
+        old_dir = entry.override_dir if entry is not None else None
+        # A pipeline that came over the wire (no spec on disk) lives in its override directory:
+        # the new override replaces it there, and becomes the spec a plain reload reads.
+        from_wire = entry is None or (old_dir is not None and entry.spec.startswith(old_dir))
+        new_dir = tempfile.mkdtemp(prefix=f"dagserve-load-{name}-") if files or from_wire else None
+        if new_dir is not None:
+            directory, root = new_dir, new_dir
+        else:
+            assert entry is not None
+            directory, root = os.path.dirname(os.path.abspath(entry.spec)), entry.root
+        try:
+            for rel, content in files.items():
+                target = os.path.join(directory, rel)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                with open(target, "wb") as fh:
+                    fh.write(content)
+            if from_wire:
+                source = os.path.join(directory, f"{name}.json")
+                with open(source, "w", encoding="utf-8") as fh:
+                    fh.write(spec_text)
+            else:
+                fd, source = tempfile.mkstemp(prefix=f".{name}.load-", suffix=".json", dir=directory)
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    fh.write(spec_text)
+        except OSError as exc:
+            if new_dir:
+                shutil.rmtree(new_dir, ignore_errors=True)
+            raise UnavailableError(f"failed to load '{name}': cannot write the override: {exc}") from None
+        try:
+            error = await self._load_spec(entry.spec if entry is not None else source, root,
+                                          expected_name=name, source=source)
+        finally:
+            if not from_wire:
+                os.unlink(source)
+        if error:
+            if new_dir:
+                shutil.rmtree(new_dir, ignore_errors=True)
+            if entry is None:
+                self.entries.pop(name, None)
+            raise InvalidInputError(f"failed to load '{name}' from the 'config' parameter: {error}")
+        loaded = self.entries[name]
+        loaded.override_dir = new_dir
+        if from_wire:
+            loaded.spec, loaded.root = source, root
+        if old_dir is not None and old_dir != new_dir:
+            shutil.rmtree(old_dir, ignore_errors=True)
 
     async def unload(self, name: str) -> None:
         """Stop routing to ``name``, then drain and close it."""
@@ -164,6 +242,9 @@ class Repository:
             entry.state, entry.reason = "UNAVAILABLE", "unloaded"
             if old is not None:
                 await self._retire(entry, old)
+            if entry.override_dir is not None and not entry.spec.startswith(entry.override_dir):
+                shutil.rmtree(entry.override_dir, ignore_errors=True)
+                entry.override_dir = None
 
     async def close(self, timeout: float | None = None) -> None:
         """Drain and close every pipeline (in parallel)."""
@@ -171,6 +252,10 @@ class Repository:
         for entry in self.entries.values():
             entry.state = "UNAVAILABLE"
         await asyncio.gather(*(p.close(drain=True, timeout=timeout) for p in pipelines))
+        for entry in self.entries.values():
+            if entry.override_dir is not None:
+                shutil.rmtree(entry.override_dir, ignore_errors=True)
+                entry.override_dir = None
 
     @property
     def ready(self) -> bool:

@@ -129,8 +129,11 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def server(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """The shared server; must still be alive after every test and exit 0 on SIGTERM."""
-    proc = ServerProcess([repo], tmp_path_factory.mktemp("server")).start()
+    """The shared server; must still be alive after every test and exit 0 on SIGTERM.
+
+    Model control is on (``--model-control-mode=explicit``): the repository and reload tests use it.
+    """
+    proc = ServerProcess([repo], tmp_path_factory.mktemp("server"), "--model-control-mode=explicit").start()
     yield proc
     code = proc.stop()
     assert code == 0, f"dagserve serve exited with {code} on SIGTERM:\n{proc.log()}"

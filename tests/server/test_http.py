@@ -231,7 +231,8 @@ def test_repository_over_http(http_client: httpclient.InferenceServerClient) -> 
     assert http_client.is_model_ready("int_add")
     with pytest.raises(httpclient.InferenceServerException) as err:
         http_client.load_model("int_add", config=json.dumps({"max_batch_size": 2}))
-    assert err.value.status() == "400" and "edit the spec" in err.value.message()
+    assert err.value.status() == "400" and "from the 'config' parameter" in err.value.message()
+    assert http_client.is_model_ready("int_add"), "a config that does not compile leaves the old pipeline serving"
     with pytest.raises(httpclient.InferenceServerException) as err:
         http_client.load_model("no_such_pipeline")
     assert err.value.status() == "404" and "no_such_pipeline" in err.value.message()
