@@ -61,10 +61,14 @@ def _file_path(key: str) -> str:
     return norm
 
 
-def parse_load_parameters(parameters: dict[str, Any], base64_files: bool) -> LoadOverride:
+def parse_load_parameters(name: str, parameters: dict[str, Any], base64_files: bool) -> LoadOverride:
     """The override of a load request's parameters (other parameters are ignored, as Triton does).
 
+    Messages start with "failed to load 'NAME'", as Triton's do (NVIDIA's model-control
+    examples check for it).
+
     Args:
+        name: the model the request loads.
         parameters: parameter name -> value (gRPC: the oneof value; HTTP: the JSON value).
         base64_files: ``file:`` values are base64 text (HTTP) rather than bytes (gRPC).
 
@@ -73,6 +77,13 @@ def parse_load_parameters(parameters: dict[str, Any], base64_files: bool) -> Loa
             ``file:`` value of the wrong type or bad base64, a path leaving the
             directory, or ``file:`` without ``config``.
     """
+    try:
+        return _parse_load_parameters(parameters, base64_files)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"failed to load '{name}': {exc}") from None
+
+
+def _parse_load_parameters(parameters: dict[str, Any], base64_files: bool) -> LoadOverride:
     config = parameters.get("config")
     if config is not None:
         if not isinstance(config, str):

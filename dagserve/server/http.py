@@ -549,7 +549,8 @@ class _Api:
     async def load(self, request: web.Request) -> web.Response:
         self.model_control.check()
         body = await self.json_body(request)
-        override = parse_load_parameters(_parameters(body, "load request"), base64_files=True)
+        override = parse_load_parameters(request.match_info["model"], _parameters(body, "load request"),
+                                         base64_files=True)
         await self.model_control.load(request.match_info["model"], override)
         return web.Response(status=200)
 

@@ -499,7 +499,6 @@ def explicit_server(models: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     assert proc.stop() == 0, proc.log()
 
 
-@pytest.mark.xfail(strict=True, reason="needs --model-control-mode from h3")
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_simple_model_control(explicit_server: ServerProcess, protocol: str) -> None:
     module: Any = grpcclient if protocol == "grpc" else httpclient
