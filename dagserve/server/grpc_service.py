@@ -260,7 +260,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.RepositoryModelLoadResponse:
         self.model_control.check()
         params = {k: _repository_parameter(v) for k, v in request.parameters.items()}
-        await self.model_control.load(request.model_name, parse_load_parameters(request.model_name, params, base64_files=False))
+        override = parse_load_parameters(request.model_name, params, base64_files=False)
+        await self.model_control.load(request.model_name, override)
         return pb.RepositoryModelLoadResponse()
 
     @_rpc
