@@ -3,8 +3,9 @@
 Why I/O binding: ``session.run(None, feeds)`` converts every input to a NumPy
 array and copies every output into a new one, which on a GPU means a device ->
 host -> device round trip per node. With an ``IOBinding`` the inputs are bound as
-``OrtValue`` objects made from the producer's memory (``OrtValue.from_dlpack``: a
-NumPy array on the CPU, a CuPy array or torch tensor on a GPU, no copy) and the
+``OrtValue`` objects made from the producer's memory (no copy: a NumPy array,
+read-only or not, through ``OrtValue.ortvalue_from_numpy``; a CuPy array or torch
+tensor through ``OrtValue.from_dlpack``) and the
 outputs are bound to the node's device, where ONNX Runtime allocates them; they
 come back as arrays that *share* the ``OrtValue``'s memory (``numpy.from_dlpack``
 on the CPU, ``cupy.from_dlpack`` on a GPU). The only copy the backend ever makes
@@ -195,10 +196,21 @@ class OnnxRuntimeKernel:
     # -- binding --------------------------------------------------------------------------------
 
     def _ortvalue(self, x: Any) -> Any:
-        """An OrtValue sharing ``x``'s memory."""
+        """An OrtValue sharing ``x``'s memory.
+
+        A NumPy array goes through ``OrtValue.ortvalue_from_numpy``, which borrows
+        its buffer (the OrtValue keeps the array alive) whether or not the array is
+        writeable. DLPack cannot: NumPy refuses to export a read-only array to a
+        pre-1.0 DLPack consumer such as ONNX Runtime, and read-only arrays are the
+        rule here, not the exception - a request tensor is a ``np.frombuffer`` view
+        of the message and an ONNX Runtime output is a read-only view of its buffer.
+        """
+        import numpy as np
         import onnxruntime as ort
 
         x = ensure_contiguous(x)
+        if isinstance(x, np.ndarray):
+            return ort.OrtValue.ortvalue_from_numpy(x)
         if dlpack_device_type(x) == DLPACK_CUDA and self.stream is not None:
             # Export on this instance's stream, so the producer's work is ordered before ours.
             return ort.OrtValue.from_dlpack(x.__dlpack__(stream=self.stream.ptr))
