@@ -160,6 +160,19 @@ class NodeRunner:
             return
         self._kick()
 
+    def refuse_if_full(self, items: int) -> QueueFullError | None:
+        """The error to refuse a request of ``items`` items with when this node's queue has no room for them.
+
+        Counted as a rejection of this node; ``None`` when they fit (or the queue is uncapped).
+        """
+        if self.batcher.has_room(items):
+            return None
+        self.stats.rejected += 1
+        return QueueFullError(
+            f"pipeline '{self.pipeline_name}': the queue of node '{self.name}' is full "
+            f"(max_queue_size {self.policy.max_queue_size}, {len(self.batcher)} queued, the request has "
+            f"{items} item(s)); refused before any node ran it; retry later")
+
     @property
     def queue_depth(self) -> int:
         return len(self.batcher)

@@ -179,6 +179,8 @@ class Pipeline:
         self._consumers: dict[str, list[str]] = {}
         self._pending_template: dict[str, int] = {}
         self._entry: list[str] = []
+        self._capped: list[NodeRunner] = []
+        """Nodes with a ``max_queue_size``: every request reaches every node, so each is checked at the door."""
         self._analyse()
 
     # -- structure --------------------------------------------------------------------------
@@ -283,6 +285,7 @@ class Pipeline:
         if not self._threads:  # the kernels are loaded and each instance has its own thread
             self._executor.shutdown(wait=True)
             self._executor = None
+        self._capped = [r for r in self.runners.values() if r.policy.max_queue_size]
         self._pumps = Pumps(self._loop)
         for runner in self.runners.values():
             runner.start(self._pumps)
@@ -416,6 +419,11 @@ class Pipeline:
         except RequestError:
             self.stats.failure["INVALID_ARGUMENT"] += 1
             raise
+        for runner in self._capped:  # shed at the door: no work on a request a full queue would refuse
+            refused = runner.refuse_if_full(count)
+            if refused is not None:
+                self.stats.failure[refused.status] += 1
+                raise refused
         now = loop.time()
         deadline = now + timeout if timeout else None
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
