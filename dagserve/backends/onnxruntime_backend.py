@@ -29,6 +29,7 @@ a device-wide synchronisation.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from contextlib import nullcontext
 from typing import Any
@@ -102,8 +103,37 @@ def _ort_shape(shape: Any) -> tuple[Dim, ...]:
     return tuple(dims)
 
 
-def session_options(params: Mapping[str, Any]) -> Any:
-    """``onnxruntime.SessionOptions`` from a node's params (threads, optimisation level)."""
+_shared_arena_lock = threading.Lock()
+_shared_arena: list[bool] = []  # [True] once this process's shared CPU arena is registered
+
+
+def _register_shared_cpu_arena() -> None:
+    """Register one CPU arena allocator with ONNX Runtime's environment (once per process).
+
+    By default each session owns an arena that grows to its peak and is freed with the
+    session; every reload then leaves its freed arena chunks scattered through the C
+    heap, where glibc cannot hand them back (measured: a pipeline started and closed
+    100 times went from ~120 MB to ~235 MB RSS, ~130 MB with the shared arena and
+    ``malloc_trim``). Sessions that opt in (``session.use_env_allocators``) share this
+    arena, so a reloaded pipeline reuses the memory of the one it replaced.
+    """
+    import onnxruntime as ort
+
+    with _shared_arena_lock:
+        if _shared_arena:
+            return
+        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        # (max_mem 0 = no limit, -1 = ORT's defaults for the extend strategy, initial chunk, max dead bytes)
+        ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
+        _shared_arena.append(True)
+
+
+def session_options(params: Mapping[str, Any], shared_arena: bool = False) -> Any:
+    """``onnxruntime.SessionOptions`` from a node's params (threads, optimisation level).
+
+    With ``shared_arena`` the session allocates its CPU tensors from the process's one
+    shared arena (:func:`_register_shared_cpu_arena`) instead of an arena of its own.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -112,6 +142,9 @@ def session_options(params: Mapping[str, Any]) -> Any:
     level = _OPT_LEVELS[params.get("optimization_level", "all")]
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
     options.log_severity_level = 3  # errors only: ORT's warnings would go to stderr per session
+    if shared_arena:
+        _register_shared_cpu_arena()
+        options.add_session_config_entry("session.use_env_allocators", "1")
     return options
 
 
@@ -175,7 +208,10 @@ class OnnxRuntimeKernel:
         self._cupy = require_cupy(f"model.onnx node '{name}'", device.index) if device.is_gpu else None
         providers = _providers(params, device, stream)
         try:
-            self.session = ort.InferenceSession(path, sess_options=session_options(params), providers=providers)
+            # The shared arena only on the CPU: GPU sessions allocate on the device, and mixing
+            # environment allocators with CUDA's pinned ones is not what ORT tests.
+            options = session_options(params, shared_arena=not device.is_gpu)
+            self.session = ort.InferenceSession(path, sess_options=options, providers=providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... classes
             raise UnrecoverableError(f"model.onnx: ONNX Runtime cannot load {self.label}: {exc}") from exc
         if device.is_gpu and not any(p in _GPU_PROVIDERS for p in self.session.get_providers()):

@@ -20,6 +20,7 @@ its own request; a per-item kernel is isolated item by item to begin with.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from dagserve.runtime.request import Request
 
 __all__ = ["NodeRunner", "PortSource"]
+
+log = logging.getLogger(__name__)
 
 Slot = tuple["Request", int]
 
@@ -205,6 +208,20 @@ class NodeRunner:
             waiter = self._loop.create_future()
             self._stopped.append(waiter)
             await waiter
+
+    def release_kernels(self) -> None:
+        """Drop this node's kernels (the pipeline closed and no batch runs): their sessions,
+        buffers and threads are freed now, even while something still holds the pipeline
+        (its stats, a reload's bookkeeping). A kernel with ``close()`` is closed first."""
+        kernels, self.kernels = self.kernels, []
+        for kernel in kernels:
+            close = getattr(kernel, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception as exc:  # closing is best effort: log, never fail the shutdown
+                    log.warning("node '%s': closing its kernel failed: %s", self.name, exc)
+        self._idle = []
 
     def _kick(self) -> None:
         """Ask for one dispatch round soon (coalesces the submits of one delivery)."""

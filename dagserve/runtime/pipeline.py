@@ -14,10 +14,12 @@ in a background thread, so scripts and notebooks need no asyncio.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import importlib
 import itertools
 import logging
 import os
+import platform
 import threading
 import time
 from collections.abc import Mapping
@@ -92,6 +94,32 @@ def _load_kernel(plan: Plan, node: PlanNode, device: InstanceDevice, instance: i
         raise UnrecoverableError(f"pipeline '{plan.name}', node '{node.name}' ({node.op}): "
                                  f"cannot create its kernel: {exc}") from exc
     return kernel
+
+
+_malloc_trim: list[Any] = []
+
+
+def trim_heap() -> bool:
+    """Hand the C heap's free memory back to the OS (glibc's ``malloc_trim(0)``); False elsewhere.
+
+    Called after a pipeline closes: its kernels' buffers (model weights, arenas,
+    decoded images) were freed, but glibc keeps freed memory in its heaps until
+    asked, so RSS after a reload would stay at its peak. Costs a few ms.
+    """
+    if not _malloc_trim:
+        function = None
+        if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+            try:
+                function = ctypes.CDLL(None).malloc_trim
+                function.argtypes = [ctypes.c_size_t]
+            except (OSError, AttributeError):
+                function = None
+        _malloc_trim.append(function)
+    trim = _malloc_trim[0]
+    if trim is None:
+        return False
+    trim(0)
+    return True
 
 
 def _ref_type(plan: Plan, ref: str) -> TensorType:
@@ -335,6 +363,11 @@ class Pipeline:
         # at once: wait for them, so that no thread outlives the pipeline.
         self._shutdown_executors(wait=not stuck)
         self._loop = None
+        for runner in self.runners.values():
+            if runner.name not in stuck:  # a stuck kernel is still in use by its thread
+                runner.release_kernels()
+        self._pumps = None
+        trim_heap()
 
     def _shutdown_executors(self, wait: bool) -> None:
         for executor in [*self._instance_executors, *([self._executor] if self._executor else [])]:
