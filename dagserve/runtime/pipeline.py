@@ -208,6 +208,8 @@ class Pipeline:
         self._pending_template: dict[str, int] = {}
         self._entry: list[str] = []
         self._capped: list[NodeRunner] = []
+        self._admitters: list[tuple[NodeRunner, Any]] = []
+        """Entry nodes fed only by the request whose kernel has ``admit`` (checked at the door)."""
         """Nodes with a ``max_queue_size``: every request reaches every node, so each is checked at the door."""
         self._analyse()
 
@@ -277,6 +279,7 @@ class Pipeline:
             self._starting = None
         self._accepting = True
         starting.set_result(None)
+        trim_heap()  # loading parsed models and ran warm-ups: hand their garbage back to the OS
 
     async def _load(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -314,6 +317,11 @@ class Pipeline:
             self._executor.shutdown(wait=True)
             self._executor = None
         self._capped = [r for r in self.runners.values() if r.policy.max_queue_size]
+        self._admitters = [
+            (runner, admit) for runner in self.runners.values()
+            if runner.kernels and callable(admit := getattr(runner.kernels[0], "admit", None))
+            and all(key.startswith("inputs.") for src in runner.sources for key in src.keys)
+        ]
         self._pumps = Pumps(self._loop)
         for runner in self.runners.values():
             runner.start(self._pumps)
@@ -452,6 +460,12 @@ class Pipeline:
         except RequestError:
             self.stats.failure["INVALID_ARGUMENT"] += 1
             raise
+        for runner, admit in self._admitters:
+            try:
+                self._admit(runner, admit, arrays, count)
+            except RequestError:
+                self.stats.failure["INVALID_ARGUMENT"] += 1
+                raise
         for runner in self._capped:  # shed at the door: no work on a request a full queue would refuse
             refused = runner.refuse_if_full(count)
             if refused is not None:
@@ -504,6 +518,20 @@ class Pipeline:
         self.stats.request_seconds.observe(elapsed / 1e9)
         self.stats.last_inference_ms = int(time.time() * 1000)
         return outputs
+
+    def _admit(self, runner: NodeRunner, admit: Any, arrays: dict[str, Any], count: int) -> None:
+        """Let a kernel that reads the request's inputs directly refuse the whole request
+        before anything runs (``kernel.admit({port: [item, ...]})``; e.g. image.decode's
+        per-request pixel budget). Its ValueError becomes INVALID_ARGUMENT naming the node."""
+        batched = self.plan.max_batch_size > 0
+        items: dict[str, list[Any]] = {}
+        for src in runner.sources:
+            array = arrays[src.keys[0][len("inputs."):]]
+            items[src.port] = [array[i] for i in range(count)] if batched else [array]
+        try:
+            admit(items)
+        except ValueError as exc:
+            raise InvalidInputError(f"pipeline '{self.name}', node '{runner.name}' ({runner.op}): {exc}") from None
 
     def infer(self, inputs: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
         """Synchronous :meth:`infer_async` (runs the pipeline on a background loop).
