@@ -29,6 +29,7 @@ a device-wide synchronisation.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 from contextlib import nullcontext
@@ -45,12 +46,15 @@ from dagserve.backends._arrays import (
     require_cupy,
     to_host,
     unknown_to_one,
+    warmup_failed,
 )
 from dagserve.errors import MissingExtraError, UnrecoverableError
 from dagserve.ops.base import KernelContext
 from dagserve.types import UNKNOWN, Device, Dim, TensorType
 
 __all__ = ["OnnxRuntimeKernel", "create", "ort_dtype", "session_options"]
+
+log = logging.getLogger(__name__)
 
 # ONNX Runtime's type strings -> dagserve dtype names.
 _ORT_TYPES = {
@@ -227,7 +231,10 @@ class OnnxRuntimeKernel:
         self._strings = any(t.dtype == "bytes" for t in (*self.inputs.values(), *self.outputs.values()))
         self._out_device = ("cuda", device.index) if device.is_gpu else ("cpu", 0)
         if params.get("warmup", True):
-            self.warmup()
+            try:
+                self.warmup()
+            except Exception as exc:  # zeros and empty strings need not be valid inputs of a valid model
+                log.warning(warmup_failed("model.onnx", self.label, exc))
 
     # -- binding --------------------------------------------------------------------------------
 

@@ -64,10 +64,13 @@ def _load_kernel(plan: Plan, node: PlanNode, device: InstanceDevice, instance: i
     for port, refs in node.inputs.items():
         types = [_ref_type(plan, ref) for ref in refs]
         input_types[port] = types[0] if len(types) == 1 else types
+    params = node.params
+    if node.warmup is not True and "warmup" in params:  # the spec's choice replaces the backend's own warm-up
+        params = {**params, "warmup": False}
     ctx = KernelContext(
         node=node.name,
         op=node.op or node.kind,
-        params=node.params,
+        params=params,
         device=device.device,
         batched=plan.max_batch_size > 0,
         input_types=input_types,
@@ -93,7 +96,69 @@ def _load_kernel(plan: Plan, node: PlanNode, device: InstanceDevice, instance: i
     except Exception as exc:
         raise UnrecoverableError(f"pipeline '{plan.name}', node '{node.name}' ({node.op}): "
                                  f"cannot create its kernel: {exc}") from exc
+    if isinstance(node.warmup, dict):
+        _warm_up(plan, node, kernel, input_types)
     return kernel
+
+
+def _sample(value: Any, t: TensorType, batched: bool, per_item: bool) -> Any:
+    """One warm-up item from the spec (YAML scalars and lists) as the kernel is fed it."""
+    if t.dtype == "bytes":
+        def encode(v: Any) -> Any:
+            if isinstance(v, list):
+                return [encode(x) for x in v]
+            return v.encode("utf-8") if isinstance(v, str) else bytes(v)
+
+        item = encode(value)
+        array = np.empty(np.shape(item), dtype=object) if isinstance(item, list) else None
+        if array is not None:
+            array[...] = item
+            item = array
+    else:
+        item = np.asarray(value, dtype=_np_dtype(t.dtype))
+    if per_item or not batched:
+        return item
+    if t.ragged:
+        return [item]  # a batched kernel gets ragged items as a list
+    if isinstance(item, bytes):
+        batch = np.empty((1,), dtype=object)
+        batch[0] = item
+        return batch
+    return np.asarray(item)[None]
+
+
+def _warm_up(plan: Plan, node: PlanNode, kernel: Kernel, input_types: dict[str, Any]) -> None:
+    """Run the spec's sample inputs (``warmup: {inputs: ...}``) through a new kernel once.
+
+    Raises:
+        UnrecoverableError: a port is unknown or missing, a value does not fit its type, or the
+            kernel fails on the samples (the user vouched for them, so a failure stops the load).
+    """
+    samples = node.warmup.get("inputs", {}) if isinstance(node.warmup, dict) else {}
+    where = f"pipeline '{plan.name}', node '{node.name}' ({node.op}): warmup"
+    unknown = sorted(set(samples) - set(input_types))
+    missing = sorted(set(input_types) - set(samples))
+    if unknown or missing:
+        raise UnrecoverableError(
+            f"{where} inputs must name exactly the node's input ports ({', '.join(sorted(input_types))}); "
+            + "; ".join(x for x in (f"unknown: {', '.join(unknown)}" if unknown else "",
+                                    f"missing: {', '.join(missing)}" if missing else "") if x))
+    batched = plan.max_batch_size > 0
+    per_item = bool(getattr(kernel, "per_item", False))
+    feeds: dict[str, Any] = {}
+    for port, value in samples.items():
+        t = input_types[port]
+        if isinstance(t, list):
+            t = t[0]
+        try:
+            feeds[port] = _sample(value, t, batched, per_item)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise UnrecoverableError(f"{where} input '{port}' is not a {t.dtype} item: {exc}") from None
+    try:
+        kernel(feeds)
+    except Exception as exc:
+        raise UnrecoverableError(f"{where} failed on the spec's sample inputs: {type(exc).__name__}: {exc}") from exc
+    log.info("%s ran on the spec's sample inputs", where)
 
 
 _malloc_trim: list[Any] = []
