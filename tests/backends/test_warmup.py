@@ -145,3 +145,31 @@ def test_warmup_field_is_schema_checked_and_kept_in_the_plan(tmp_path: Path) -> 
     assert off.node("model").warmup is False and off.to_dict()["nodes"][0]["warmup"] is False
     default = pipeline(tmp_path).plan
     assert "warmup" not in default.to_dict()["nodes"][0]
+
+
+def test_torch_model_failing_on_zeros_still_loads_and_says_why(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    torch = pytest.importorskip("torch", reason="torch is not installed (extra: pip install 'dagserve[torch]')")
+    from dagserve.backends.torch_backend import TorchKernel
+    from dagserve.types import CPU
+
+    class Reciprocal(torch.nn.Module):
+        """Refuses zeros, as a model that validates its input may."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if bool((x == 0).any()):
+                raise ValueError("x must be non-zero")
+            return 1 / x
+
+    import warnings
+
+    with warnings.catch_warnings():  # torch >= 2.10 deprecates TorchScript; users still have such files
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(Reciprocal()).save(str(tmp_path / "reciprocal.pt"))
+    types = {"inputs": {"x": {"dtype": "float32", "shape": ["N", 2]}},
+             "outputs": {"y": {"dtype": "float32", "shape": ["N", 2]}}}
+    with caplog.at_level(logging.WARNING):
+        kernel = TorchKernel(str(tmp_path / "reciprocal.pt"), types, CPU, batched=True)
+    (line,) = [r.getMessage() for r in caplog.records if "warm-up" in r.getMessage()]
+    assert "model.torch" in line and "reciprocal.pt" in line and "x must be non-zero" in line
+    np.testing.assert_allclose(kernel({"x": np.full((1, 2), 4, dtype=np.float32)})["y"], 0.25)
