@@ -37,6 +37,7 @@ __all__ = [
     "require_cupy",
     "to_host",
     "unknown_to_one",
+    "warmup_failed",
 ]
 
 DLPACK_CPU = 1
@@ -186,6 +187,18 @@ def unknown_to_one(shape: tuple[Dim, ...], batch: int = 1) -> tuple[int, ...]:
         else:
             out.append(batch if i == 0 else 1)
     return tuple(out)
+
+
+def warmup_failed(op: str, label: str, exc: BaseException) -> str:
+    """The log line for an automatic warm-up (zeros, empty strings) that failed.
+
+    Such inputs need not be valid for a valid model (Triton's ``simple_string`` casts
+    its strings to numbers), so the model loads anyway; the line says what failed
+    and how to give the node real sample values instead.
+    """
+    return (f"{op}: the automatic warm-up of {label} on zeros/empty strings failed, the model is loaded "
+            f"without it: {type(exc).__name__}: {str(exc).strip()[:500]}. Give the node 'warmup: {{inputs: "
+            "{...}}' with valid sample values, or 'warmup: false'")
 
 
 def to_host(x: Any) -> Any:

@@ -17,6 +17,7 @@ that gives the profile's range.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +31,7 @@ from dagserve.backends._arrays import (
     fixed_batch,
     pad_fixed_batch,
     require_cupy,
+    warmup_failed,
 )
 from dagserve.backends.base import SignatureError
 from dagserve.errors import MissingExtraError, UnrecoverableError
@@ -37,6 +39,8 @@ from dagserve.ops.base import KernelContext
 from dagserve.types import Device
 
 __all__ = ["TensorRTKernel", "create"]
+
+log = logging.getLogger(__name__)
 
 
 class TensorRTKernel:
@@ -149,8 +153,8 @@ class TensorRTKernel:
         try:
             self(feeds)
             self.stream.synchronize()
-        except Exception as exc:
-            raise UnrecoverableError(f"model.tensorrt: warm-up of {self.label} on zeros failed: {exc}") from exc
+        except Exception as exc:  # zeros need not be a valid input of a valid engine: load it anyway
+            log.warning(warmup_failed("model.tensorrt", self.label, exc))
 
 
 def create(ctx: KernelContext) -> TensorRTKernel:

@@ -17,6 +17,7 @@ when it does not, each request's tensor is fed whole (a per-item kernel).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from contextlib import nullcontext
 from typing import Any
@@ -30,6 +31,7 @@ from dagserve.backends._arrays import (
     pad_fixed_batch,
     require_cupy,
     unknown_to_one,
+    warmup_failed,
 )
 from dagserve.backends.base import SignatureError
 from dagserve.errors import MissingExtraError, UnrecoverableError
@@ -37,6 +39,8 @@ from dagserve.ops.base import KernelContext
 from dagserve.types import Device
 
 __all__ = ["TorchKernel", "create"]
+
+log = logging.getLogger(__name__)
 
 
 def _flatten_outputs(result: Any) -> list[Any]:
@@ -169,8 +173,9 @@ class TorchKernel:
                                       device=self.torch_device)
         try:
             out = self(feeds)
-        except Exception as exc:
-            raise UnrecoverableError(f"model.torch: warm-up of {self.label} on zeros failed: {exc}") from exc
+        except Exception as exc:  # zeros need not be a valid input of a valid model: load it anyway
+            log.warning(warmup_failed("model.torch", self.label, exc))
+            return
         for name, want in self.outputs.items():
             got = out[name]
             rank = len(getattr(got, "shape", ()))

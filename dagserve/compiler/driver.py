@@ -95,6 +95,7 @@ def build_plan(spec: PipelineSpec, graph: Graph, target: str) -> Plan:
             device=str(node.device),
             instances=node.instances,
             batching=node.meta["batching"],
+            warmup=node.meta.get("warmup", True),
             stage=stages[node.name],
             files=node_files,
             source=f"{spec_rel if source.file == spec.file else _rel(source.file, spec.root)}:"

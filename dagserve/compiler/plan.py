@@ -67,9 +67,12 @@ class PlanNode:
     stage: int
     files: dict[str, str] = field(default_factory=dict)
     source: str | None = None
+    warmup: bool | dict[str, Any] = True
+    """The spec's ``warmup``: ``True`` (the backend's own), ``False``, or ``{"inputs": {port: item}}``."""
 
     def to_json(self) -> dict[str, Any]:
         # by hand, not dataclasses.asdict: asdict deep-copies every param (slow at 10,000 nodes)
+        extra = {} if self.warmup is True else {"warmup": self.warmup}  # default left out: plans stay as they were
         return {
             "name": self.name,
             "kind": self.kind,
@@ -83,6 +86,7 @@ class PlanNode:
             "stage": self.stage,
             "files": self.files,
             "source": self.source,
+            **extra,
         }
 
     @classmethod

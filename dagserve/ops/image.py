@@ -23,6 +23,8 @@ __all__ = ["OPS"]
 _IMAGE_DTYPES = ("uint8", "uint16", "float16", "float32")
 TRANSFORM = TensorType("float32", (6,))
 MAX_PIXELS_DEFAULT = 64_000_000
+MAX_REQUEST_PIXELS_DEFAULT = 128_000_000
+"""Pixels one request's images may declare together: 8 images of 16 MP, ~384 MB of RGB."""
 
 
 def _image_in(ctx: InferContext, port: str = "image") -> TensorType | None:
@@ -41,7 +43,15 @@ def _image_in(ctx: InferContext, port: str = "image") -> TensorType | None:
 
 
 def _infer_decode(ctx: InferContext) -> dict[str, TensorType]:
-    if not ctx.expect("data", dtypes=("bytes",), shape=(), expected="bytes[] (one encoded image per item)"):
+    data = ctx.inputs.get("data")
+    if isinstance(data, TensorType) and data.dtype == "uint8":
+        # A file's bytes as a uint8 tensor per item (Triton's preprocessing examples send
+        # them so): uint8[L], uniform ([N, L] per request, zero-padded) or ragged.
+        if not ctx.expect("data", dtypes=("uint8",), ranks=(1,),
+                          expected="bytes[] or uint8[L] (one encoded image per item)"):
+            return {}
+    elif not ctx.expect("data", dtypes=("bytes",), shape=(),
+                        expected="bytes[] or uint8[L] (one encoded image per item)"):
         return {}
     channels = 1 if ctx.params["color"] == "gray" else 3
     return {"image": TensorType("uint8", ("H", "W", channels), layout="hwc", ragged=True)}
@@ -128,6 +138,11 @@ OPS = [
                 "max_pixels": {
                     "description": "Refuse images with more pixels (decompression-bomb guard).",
                     "type": "integer", "minimum": 1, "default": MAX_PIXELS_DEFAULT,
+                },
+                "max_request_pixels": {
+                    "description": "Refuse a request whose images declare more pixels together, before any is "
+                                   "decoded (per-request memory guard).",
+                    "type": "integer", "minimum": 1, "default": MAX_REQUEST_PIXELS_DEFAULT,
                 },
                 "exif_transpose": {"type": "boolean", "default": True},
             },

@@ -169,6 +169,20 @@ class Batcher(Generic[T]):
             if state[1] <= 0:
                 del self._flows[item.flow]
 
+    def has_room(self, n: int) -> bool:
+        """Whether ``n`` more items fit under ``max_queue_size`` now (always, without a cap).
+
+        The pipeline asks every capped node this before a request starts, so a
+        request whose items a full queue would refuse later is refused at the door,
+        before any node has spent work on it. Items of finished requests do not count.
+        """
+        cap = self.policy.max_queue_size
+        if not cap:
+            return True
+        if len(self._heap) + n > cap:
+            self._purge_dead()
+        return len(self._heap) + n <= cap
+
     def _purge_dead(self) -> None:
         dead = [i for i in self._heap if not self._is_live(i.payload)]
         if dead:

@@ -20,6 +20,7 @@ its own request; a per-item kernel is isolated item by item to begin with.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from dagserve.runtime.request import Request
 
 __all__ = ["NodeRunner", "PortSource"]
+
+log = logging.getLogger(__name__)
 
 Slot = tuple["Request", int]
 
@@ -160,6 +163,19 @@ class NodeRunner:
             return
         self._kick()
 
+    def refuse_if_full(self, items: int) -> QueueFullError | None:
+        """The error to refuse a request of ``items`` items with when this node's queue has no room for them.
+
+        Counted as a rejection of this node; ``None`` when they fit (or the queue is uncapped).
+        """
+        if self.batcher.has_room(items):
+            return None
+        self.stats.rejected += 1
+        return QueueFullError(
+            f"pipeline '{self.pipeline_name}': the queue of node '{self.name}' is full "
+            f"(max_queue_size {self.policy.max_queue_size}, {len(self.batcher)} queued, the request has "
+            f"{items} item(s)); refused before any node ran it; retry later")
+
     @property
     def queue_depth(self) -> int:
         return len(self.batcher)
@@ -192,6 +208,20 @@ class NodeRunner:
             waiter = self._loop.create_future()
             self._stopped.append(waiter)
             await waiter
+
+    def release_kernels(self) -> None:
+        """Drop this node's kernels (the pipeline closed and no batch runs): their sessions,
+        buffers and threads are freed now, even while something still holds the pipeline
+        (its stats, a reload's bookkeeping). A kernel with ``close()`` is closed first."""
+        kernels, self.kernels = self.kernels, []
+        for kernel in kernels:
+            close = getattr(kernel, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception as exc:  # closing is best effort: log, never fail the shutdown
+                    log.warning("node '%s': closing its kernel failed: %s", self.name, exc)
+        self._idle = []
 
     def _kick(self) -> None:
         """Ask for one dispatch round soon (coalesces the submits of one delivery)."""

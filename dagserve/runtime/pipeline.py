@@ -14,10 +14,12 @@ in a background thread, so scripts and notebooks need no asyncio.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import importlib
 import itertools
 import logging
 import os
+import platform
 import threading
 import time
 from collections.abc import Mapping
@@ -63,10 +65,13 @@ def _load_kernel(plan: Plan, node: PlanNode, device: InstanceDevice, instance: i
     for port, refs in node.inputs.items():
         types = [_ref_type(plan, ref) for ref in refs]
         input_types[port] = types[0] if len(types) == 1 else types
+    params = node.params
+    if node.warmup is not True and "warmup" in params:  # the spec's choice replaces the backend's own warm-up
+        params = {**params, "warmup": False}
     ctx = KernelContext(
         node=node.name,
         op=node.op or node.kind,
-        params=node.params,
+        params=params,
         device=device.device,
         batched=plan.max_batch_size > 0,
         input_types=input_types,
@@ -92,7 +97,95 @@ def _load_kernel(plan: Plan, node: PlanNode, device: InstanceDevice, instance: i
     except Exception as exc:
         raise UnrecoverableError(f"pipeline '{plan.name}', node '{node.name}' ({node.op}): "
                                  f"cannot create its kernel: {exc}") from exc
+    if isinstance(node.warmup, dict):
+        _warm_up(plan, node, kernel, input_types)
     return kernel
+
+
+def _sample(value: Any, t: TensorType, batched: bool, per_item: bool) -> Any:
+    """One warm-up item from the spec (YAML scalars and lists) as the kernel is fed it."""
+    if t.dtype == "bytes":
+        def encode(v: Any) -> Any:
+            if isinstance(v, list):
+                return [encode(x) for x in v]
+            return v.encode("utf-8") if isinstance(v, str) else bytes(v)
+
+        item = encode(value)
+        array = np.empty(np.shape(item), dtype=object) if isinstance(item, list) else None
+        if array is not None:
+            array[...] = item
+            item = array
+    else:
+        item = np.asarray(value, dtype=_np_dtype(t.dtype))
+    if per_item or not batched:
+        return item
+    if t.ragged:
+        return [item]  # a batched kernel gets ragged items as a list
+    if isinstance(item, bytes):
+        batch = np.empty((1,), dtype=object)
+        batch[0] = item
+        return batch
+    return np.asarray(item)[None]
+
+
+def _warm_up(plan: Plan, node: PlanNode, kernel: Kernel, input_types: dict[str, Any]) -> None:
+    """Run the spec's sample inputs (``warmup: {inputs: ...}``) through a new kernel once.
+
+    Raises:
+        UnrecoverableError: a port is unknown or missing, a value does not fit its type, or the
+            kernel fails on the samples (the user vouched for them, so a failure stops the load).
+    """
+    samples = node.warmup.get("inputs", {}) if isinstance(node.warmup, dict) else {}
+    where = f"pipeline '{plan.name}', node '{node.name}' ({node.op}): warmup"
+    unknown = sorted(set(samples) - set(input_types))
+    missing = sorted(set(input_types) - set(samples))
+    if unknown or missing:
+        raise UnrecoverableError(
+            f"{where} inputs must name exactly the node's input ports ({', '.join(sorted(input_types))}); "
+            + "; ".join(x for x in (f"unknown: {', '.join(unknown)}" if unknown else "",
+                                    f"missing: {', '.join(missing)}" if missing else "") if x))
+    batched = plan.max_batch_size > 0
+    per_item = bool(getattr(kernel, "per_item", False))
+    feeds: dict[str, Any] = {}
+    for port, value in samples.items():
+        t = input_types[port]
+        if isinstance(t, list):
+            t = t[0]
+        try:
+            feeds[port] = _sample(value, t, batched, per_item)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise UnrecoverableError(f"{where} input '{port}' is not a {t.dtype} item: {exc}") from None
+    try:
+        kernel(feeds)
+    except Exception as exc:
+        raise UnrecoverableError(f"{where} failed on the spec's sample inputs: {type(exc).__name__}: {exc}") from exc
+    log.info("%s ran on the spec's sample inputs", where)
+
+
+_malloc_trim: list[Any] = []
+
+
+def trim_heap() -> bool:
+    """Hand the C heap's free memory back to the OS (glibc's ``malloc_trim(0)``); False elsewhere.
+
+    Called after a pipeline closes: its kernels' buffers (model weights, arenas,
+    decoded images) were freed, but glibc keeps freed memory in its heaps until
+    asked, so RSS after a reload would stay at its peak. Costs a few ms.
+    """
+    if not _malloc_trim:
+        function = None
+        if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+            try:
+                function = ctypes.CDLL(None).malloc_trim
+                function.argtypes = [ctypes.c_size_t]
+            except (OSError, AttributeError):
+                function = None
+        _malloc_trim.append(function)
+    trim = _malloc_trim[0]
+    if trim is None:
+        return False
+    trim(0)
+    return True
 
 
 def _ref_type(plan: Plan, ref: str) -> TensorType:
@@ -180,6 +273,10 @@ class Pipeline:
         self._consumers: dict[str, list[str]] = {}
         self._pending_template: dict[str, int] = {}
         self._entry: list[str] = []
+        self._capped: list[NodeRunner] = []
+        self._admitters: list[tuple[NodeRunner, Any]] = []
+        """Entry nodes fed only by the request whose kernel has ``admit`` (checked at the door)."""
+        """Nodes with a ``max_queue_size``: every request reaches every node, so each is checked at the door."""
         self._analyse()
 
     # -- structure --------------------------------------------------------------------------
@@ -253,6 +350,7 @@ class Pipeline:
             self._starting = None
         self._accepting = True
         starting.set_result(None)
+        trim_heap()  # loading parsed models and ran warm-ups: hand their garbage back to the OS
 
     async def _load(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -289,6 +387,12 @@ class Pipeline:
         if not self._threads:  # the kernels are loaded and each instance has its own thread
             self._executor.shutdown(wait=True)
             self._executor = None
+        self._capped = [r for r in self.runners.values() if r.policy.max_queue_size]
+        self._admitters = [
+            (runner, admit) for runner in self.runners.values()
+            if runner.kernels and callable(admit := getattr(runner.kernels[0], "admit", None))
+            and all(key.startswith("inputs.") for src in runner.sources for key in src.keys)
+        ]
         self._pumps = Pumps(self._loop)
         for runner in self.runners.values():
             runner.start(self._pumps)
@@ -338,6 +442,11 @@ class Pipeline:
         # at once: wait for them, so that no thread outlives the pipeline.
         self._shutdown_executors(wait=not stuck)
         self._loop = None
+        for runner in self.runners.values():
+            if runner.name not in stuck:  # a stuck kernel is still in use by its thread
+                runner.release_kernels()
+        self._pumps = None
+        trim_heap()
 
     def _shutdown_executors(self, wait: bool) -> None:
         for executor in [*self._instance_executors, *([self._executor] if self._executor else [])]:
@@ -422,6 +531,17 @@ class Pipeline:
         except RequestError:
             self.stats.failure["INVALID_ARGUMENT"] += 1
             raise
+        for runner, admit in self._admitters:
+            try:
+                self._admit(runner, admit, arrays, count)
+            except RequestError:
+                self.stats.failure["INVALID_ARGUMENT"] += 1
+                raise
+        for runner in self._capped:  # shed at the door: no work on a request a full queue would refuse
+            refused = runner.refuse_if_full(count)
+            if refused is not None:
+                self.stats.failure[refused.status] += 1
+                raise refused
         now = loop.time()
         deadline = now + timeout if timeout else None
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
@@ -469,6 +589,20 @@ class Pipeline:
         self.stats.request_seconds.observe(elapsed / 1e9)
         self.stats.last_inference_ms = int(time.time() * 1000)
         return outputs
+
+    def _admit(self, runner: NodeRunner, admit: Any, arrays: dict[str, Any], count: int) -> None:
+        """Let a kernel that reads the request's inputs directly refuse the whole request
+        before anything runs (``kernel.admit({port: [item, ...]})``; e.g. image.decode's
+        per-request pixel budget). Its ValueError becomes INVALID_ARGUMENT naming the node."""
+        batched = self.plan.max_batch_size > 0
+        items: dict[str, list[Any]] = {}
+        for src in runner.sources:
+            array = arrays[src.keys[0][len("inputs."):]]
+            items[src.port] = [array[i] for i in range(count)] if batched else [array]
+        try:
+            admit(items)
+        except ValueError as exc:
+            raise InvalidInputError(f"pipeline '{self.name}', node '{runner.name}' ({runner.op}): {exc}") from None
 
     def infer(self, inputs: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
         """Synchronous :meth:`infer_async` (runs the pipeline on a background loop).

@@ -86,6 +86,8 @@ class NodeSpec:
     instances: int = 1
     batching: dict[str, Any] | None = None
     description: str = ""
+    warmup: bool | dict[str, Any] = True
+    """``true``, ``false`` or ``{"inputs": {port: item}}`` (see docs/spec.md, warm-up)."""
     variadic: frozenset[str] = frozenset()
     """Input ports written as a list in the spec."""
     span: Span | None = field(default=None, compare=False)
@@ -250,6 +252,7 @@ class _Reader:
                 instances=_int(body.get("instances", 1)),
                 batching=_int(body.get("batching")),
                 description=body.get("description", ""),
+                warmup=body.get("warmup", True),
                 variadic=frozenset(variadic),
                 span=self.source.key(("nodes", name)),
             )

@@ -61,3 +61,16 @@ def strings(path: Path) -> str:
         [helper.make_tensor_value_info("out", TensorProto.STRING, ["N"])],
     )
     return save(graph, path)
+
+
+def simple(path: Path) -> str:
+    """Triton's ``simple`` example model: INPUT0, INPUT1 int32[N,16] -> OUTPUT0 = sum, OUTPUT1 = difference."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
+         helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"])], "simple",
+        [helper.make_tensor_value_info("INPUT0", TensorProto.INT32, [-1, 16]),
+         helper.make_tensor_value_info("INPUT1", TensorProto.INT32, [-1, 16])],
+        [helper.make_tensor_value_info("OUTPUT0", TensorProto.INT32, [-1, 16]),
+         helper.make_tensor_value_info("OUTPUT1", TensorProto.INT32, [-1, 16])],
+    )
+    return save(graph, path)

@@ -82,14 +82,14 @@ def test_output_array_shares_the_ortvalue_memory(detector: OnnxRuntimeKernel, im
 def test_contiguous_input_is_bound_without_a_copy(monkeypatch: pytest.MonkeyPatch, detector: OnnxRuntimeKernel,
                                                   images: np.ndarray) -> None:
     bound: list[int] = []
-    original = ort.OrtValue.from_dlpack
+    original = ort.OrtValue.ortvalue_from_numpy
 
-    def spy(data: object) -> ort.OrtValue:
-        value = original(data)
+    def spy(data: np.ndarray, *args: object, **kwargs: object) -> ort.OrtValue:
+        value = original(data, *args, **kwargs)
         bound.append(value.data_ptr())
         return value
 
-    monkeypatch.setattr(ort.OrtValue, "from_dlpack", staticmethod(spy))
+    monkeypatch.setattr(ort.OrtValue, "ortvalue_from_numpy", staticmethod(spy))
     view = images[1:4]  # a contiguous run of a bigger batch, as the runtime hands it over
     detector({"images": view})
     assert bound == [view.ctypes.data]

@@ -170,5 +170,9 @@ def test_plan_node_json_carries_every_field() -> None:
     from dagserve.compiler.plan import PlanNode
 
     for node in compiled("detect", "gpu").nodes:
-        assert set(node.to_json()) == {f.name for f in dataclasses.fields(PlanNode)}
+        # 'warmup' is written only when a node sets it (its default keeps older plans unchanged)
+        assert set(node.to_json()) | {"warmup"} == {f.name for f in dataclasses.fields(PlanNode)}
         assert PlanNode.from_json(node.to_json()) == node
+    node = dataclasses.replace(compiled("detect", "gpu").nodes[0], warmup={"inputs": {"data": "x"}})
+    assert set(node.to_json()) == {f.name for f in dataclasses.fields(PlanNode)}
+    assert PlanNode.from_json(node.to_json()) == node

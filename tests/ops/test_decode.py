@@ -6,13 +6,20 @@ import io
 import struct
 import time
 import zlib
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from dagserve.compiler import compile_file
+from dagserve.compiler.context import CompileOptions
+from dagserve.errors import InvalidInputError, ItemError
+from dagserve.ops.kernels import image as kernels_image
 from dagserve.ops.kernels._common import KernelInputError
 from dagserve.ops.kernels._decode import apply_orientation, declared_size
+from dagserve.runtime.pipeline import Pipeline
 
 from ._util import build_kernel, encode
 
@@ -225,3 +232,116 @@ def test_corrupt_png_pixel_data_is_an_error_not_garbage(all_photos: dict[str, np
 def test_non_bytes_items_are_refused(item: object) -> None:
     with pytest.raises(KernelInputError, match="expected encoded bytes"):
         _decode(item)
+
+
+# -- the per-request pixel budget, and encoded images sent as UINT8 tensors ------------------------
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width x height`` (the pixel data is a stub: never decoded)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+
+
+def _pipeline(tmp_path: Path, data_type: str, params: str = "{}") -> Pipeline:
+    spec = tmp_path / "decode.yaml"
+    spec.write_text(
+        "dagserve: 1\nname: dec\nmax_batch_size: 8\n"
+        f"inputs:\n  data: {data_type}\n"
+        "outputs:\n  image: decode.image\n"
+        f"nodes:\n  decode:\n    op: image.decode\n    inputs: {{data: inputs.data}}\n    params: {params}\n",
+        encoding="utf-8")
+    result = compile_file(str(spec), CompileOptions(target="cpu"), root=str(tmp_path))
+    assert result.plan is not None, "\n".join(d.one_line() for d in result.diagnostics)
+    return Pipeline(result.plan)
+
+
+def _count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    original = kernels_image.decode_cpu
+
+    def counting(*args: Any, **kwargs: Any) -> np.ndarray:
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(kernels_image, "decode_cpu", counting)
+    return calls
+
+
+def test_request_over_the_default_pixel_budget_is_refused_before_any_decode(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls = _count_decodes(monkeypatch)
+    bomb = _png_claiming(8000, 8000)  # 64 MP each: within max_pixels, 8 of them are 512 MP
+    with _pipeline(tmp_path, "{dtype: bytes, shape: []}") as pipeline:
+        with pytest.raises(InvalidInputError, match=r"node 'decode' \(image.decode\): item 2: the request's 8 "
+                                                    r"image\(s\) declare 512,000,000 pixels together") as info:
+            pipeline.infer({"data": np.array([bomb] * 8, dtype=object)})
+        assert info.value.status == "INVALID_ARGUMENT"
+        assert "max_request_pixels 128,000,000" in str(info.value)
+    assert calls == [], "a pixel buffer was decoded for a refused request"
+
+
+def test_pixel_budget_counts_the_whole_request_and_passes_what_fits(monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path: Path,
+                                                                    all_photos: dict[str, np.ndarray]) -> None:
+    data = encode(all_photos["chelsea"][:40, :40], "PNG")  # 1,600 pixels
+    calls = _count_decodes(monkeypatch)
+    with _pipeline(tmp_path, "{dtype: bytes, shape: []}", "{max_request_pixels: 3200}") as pipeline:
+        out = pipeline.infer({"data": np.array([data, data], dtype=object)})
+        assert [img.shape for img in out["image"]] == [(40, 40, 3)] * 2
+        with pytest.raises(InvalidInputError, match="item 2: the request's 3 image"):
+            pipeline.infer({"data": np.array([data] * 3, dtype=object)})
+    assert len(calls) == 2
+
+
+def test_pixel_budget_leaves_unreadable_items_to_decode_and_its_own_message(tmp_path: Path) -> None:
+    with _pipeline(tmp_path, "{dtype: bytes, shape: []}") as pipeline:
+        with pytest.raises(ItemError, match=r"node 'decode'.*empty input") as info:
+            pipeline.infer({"data": np.array([b""], dtype=object)})
+        assert info.value.status == "INVALID_ARGUMENT"
+
+
+def test_max_request_pixels_is_a_checked_param(tmp_path: Path) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("dagserve: 1\nname: bad\nmax_batch_size: 8\ninputs:\n  data: {dtype: bytes, shape: []}\n"
+                    "outputs:\n  image: decode.image\nnodes:\n  decode:\n    op: image.decode\n"
+                    "    inputs: {data: inputs.data}\n    params: {max_request_pixels: 0}\n", encoding="utf-8")
+    result = compile_file(str(spec), CompileOptions(target="cpu"), root=str(tmp_path))
+    assert result.plan is None
+    assert [d.code for d in result.diagnostics if d.severity == "error"] == ["E-PARAM"]
+
+
+def _padded_rows(files: list[bytes]) -> np.ndarray:
+    """Files as one uint8[N, L] tensor, zero-padded to the longest (how Triton's examples send them)."""
+    rows = np.zeros((len(files), max(len(f) for f in files)), dtype=np.uint8)
+    for row, f in zip(rows, files):
+        row[:len(f)] = np.frombuffer(f, np.uint8)
+    return np.frombuffer(rows.tobytes(), np.uint8).reshape(rows.shape)  # read-only, as from a request
+
+
+def test_uint8_tensors_of_file_bytes_decode_like_the_bytes_path(tmp_path: Path,
+                                                                all_photos: dict[str, np.ndarray]) -> None:
+    files = [encode(all_photos["chelsea"], "JPEG", quality=90), encode(all_photos["coffee"][:50, :70], "PNG"),
+             encode(all_photos["astronaut"][:64, :48], "WEBP")]
+    with _pipeline(tmp_path, "{dtype: bytes, shape: []}") as pipeline:
+        want = pipeline.infer({"data": np.array(files, dtype=object)})["image"]
+    (tmp_path / "u8").mkdir()
+    with _pipeline(tmp_path / "u8", "{dtype: uint8, shape: [L]}") as pipeline:
+        got = pipeline.infer({"data": _padded_rows(files)})["image"]
+    (tmp_path / "ragged").mkdir()
+    with _pipeline(tmp_path / "ragged", "{dtype: uint8, shape: [L], ragged: true}") as pipeline:
+        ragged = pipeline.infer({"data": [np.frombuffer(f, np.uint8) for f in files]})["image"]
+    for w, g, r in zip(want, got, ragged):
+        assert np.array_equal(w, g) and np.array_equal(w, r)
+
+
+def test_uint8_input_of_the_wrong_rank_is_refused_at_compile_time(tmp_path: Path) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("dagserve: 1\nname: bad\nmax_batch_size: 8\ninputs:\n  data: {dtype: uint8, shape: [H, W]}\n"
+                    "outputs:\n  image: decode.image\nnodes:\n  decode:\n    op: image.decode\n"
+                    "    inputs: {data: inputs.data}\n", encoding="utf-8")
+    result = compile_file(str(spec), CompileOptions(target="cpu"), root=str(tmp_path))
+    assert result.plan is None
+    errors = [d for d in result.diagnostics if d.severity == "error"]
+    assert errors and "bytes[] or uint8[L]" in errors[0].message

@@ -245,20 +245,20 @@ def test_queue_full_rejects_at_once_with_resource_exhausted_and_others_succeed(m
     assert 4.0 not in _seen_tags("work")
 
 
-def test_queue_full_for_a_multi_item_request_stops_queueing_its_remaining_items(make_pipeline: MakePipeline) -> None:
+def test_queue_full_for_a_multi_item_request_queues_none_of_its_items(make_pipeline: MakePipeline) -> None:
     async def main() -> None:
         async with make_pipeline(GATED.format(extra=", max_queue_size: 2")) as p:
             first = asyncio.ensure_future(p.infer_async({"x": tagged([1])}))
             await asyncio.sleep(0)
-            with pytest.raises(QueueFullError):
+            with pytest.raises(QueueFullError, match="the request has 4 item"):
                 await p.infer_async({"x": tagged([2, 3, 4, 5])})
             assert p.runners["work"].stats.rejected == 1, "one refusal per request, not per item"
+            assert p.runners["work"].queue_depth == 0, "refused at the door: no item was queued"
             open_gate("work")
             await first
             ok = await p.infer_async({"x": tagged([6])})
             assert float(ok["y"][0, 0]) == 6
-            # Items 0 and 1 were queued before item 2 was refused; item 3 must not be queued after.
-            assert p.runners["work"].stats.dropped == {"cancelled": 2}
+            assert p.runners["work"].stats.dropped == {}
 
     run_async(main())
     assert _seen_tags("work") == [1.0, 6.0]

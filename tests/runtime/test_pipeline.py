@@ -520,15 +520,14 @@ def test_node_stats_count_items_batches_and_dispatch_reasons(make_pipeline: Make
 
 def test_kernel_contexts_carry_the_input_types_of_each_port(make_pipeline: MakePipeline) -> None:
     """Kernels such as image.normalize read their input's layout from ``ctx.input_types``."""
-    async def main() -> Pipeline:
-        async with make_pipeline(DIAMOND) as p:
-            return p
+    async def main() -> None:
+        async with make_pipeline(DIAMOND) as p:  # while running: a closed pipeline drops its kernels
+            ctx = p.runners["join"].kernels[0].ctx
+            assert set(ctx.input_types) == {"a", "b"}
+            assert ctx.input_types["a"].dtype == "float32" and ctx.input_types["a"].shape == (4,)
+            assert p.runners["left"].kernels[0].ctx.input_types["x"].shape == (4,)
 
-    p = run_async(main())
-    ctx = p.runners["join"].kernels[0].ctx
-    assert set(ctx.input_types) == {"a", "b"}
-    assert ctx.input_types["a"].dtype == "float32" and ctx.input_types["a"].shape == (4,)
-    assert p.runners["left"].kernels[0].ctx.input_types["x"].shape == (4,)
+    run_async(main())
 
 
 def test_sync_infer_from_many_threads_gives_each_caller_its_own_result(make_pipeline: MakePipeline) -> None:

@@ -60,6 +60,7 @@ def run(ctx: CompileContext) -> bool:
             batching=node_spec.batching,
             span=node_spec.span,
             variadic=node_spec.variadic,
+            meta={"warmup": node_spec.warmup} if node_spec.warmup is not True else {},
         ))
         for port, refs in node_spec.inputs.items():
             resolved = [(_resolve(ctx, r, f"node '{name}' input '{port}'"), r.span) for r in refs]

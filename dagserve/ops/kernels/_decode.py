@@ -208,6 +208,50 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
         )
 
 
+def pixel_count(data: bytes | memoryview) -> int | None:
+    """How many pixels an encoded image declares, from its header alone; ``None`` if unreadable.
+
+    Cheap (the hand-written header parse, Pillow's lazy open only as a fallback, no
+    pixel is decoded): what the per-request pixel budget adds up before a request starts.
+    An unreadable item counts as ``None`` and fails later in decode with its own message.
+    """
+    try:
+        fmt = sniff(data)
+        declared = declared_size(fmt, data)
+        if declared is None:
+            with Image.open(io.BytesIO(data), formats=[fmt]) as image:
+                declared = image.size
+    except MemoryError:
+        raise
+    except Exception:  # corrupt, unsupported, Pillow's own bomb guard: decode reports it per item
+        return None
+    return int(declared[0]) * int(declared[1])
+
+
+def check_request_pixels(items: list[Any], max_request_pixels: int) -> None:
+    """Refuse a request whose images declare more than ``max_request_pixels`` pixels together.
+
+    Raises:
+        KernelInputError: naming the item at which the running total passes the budget,
+            the total of the whole request and the budget.
+    """
+    total = 0
+    first_over: int | None = None
+    for index, item in enumerate(items):
+        try:
+            pixels = pixel_count(to_bytes(item))
+        except KernelInputError:  # not bytes at all: decode says so for this item
+            pixels = None
+        total += pixels or 0
+        if first_over is None and total > max_request_pixels:
+            first_over = index
+    if first_over is not None:
+        raise KernelInputError(
+            f"item {first_over}: the request's {len(items)} image(s) declare {total:,} pixels together, more than "
+            f"max_request_pixels {max_request_pixels:,} (the per-request memory guard; send fewer or smaller "
+            "images per request, or raise the node's max_request_pixels)")
+
+
 @dataclass
 class Header:
     """What the header says, read before any pixel is decoded."""

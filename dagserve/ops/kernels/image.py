@@ -25,7 +25,7 @@ from dagserve.ops._params import parse_scale
 from dagserve.ops.base import KernelContext
 from dagserve.ops.kernels._array import DeviceArrays, to_host
 from dagserve.ops.kernels._common import KernelInputError, check_dtype, op_params, readable
-from dagserve.ops.kernels._decode import decode_cpu, read_header, to_bytes
+from dagserve.ops.kernels._decode import check_request_pixels, decode_cpu, read_header, to_bytes
 from dagserve.ops.kernels._gpu_decode import GpuDecoder
 from dagserve.ops.kernels._resample import resample
 
@@ -165,8 +165,14 @@ class DecodeKernel(_Base):
         super().__init__(ctx)
         self.color: str = self.params["color"]
         self.max_pixels: int = int(self.params["max_pixels"])
+        self.max_request_pixels: int = int(self.params["max_request_pixels"])
         self.exif: bool = bool(self.params["exif_transpose"])
         self.gpu = GpuDecoder(self.arrays) if self.arrays.is_gpu else None
+
+    def admit(self, items: dict[str, list[Any]]) -> None:
+        """Before a request starts: refuse it when its images together declare more than
+        ``max_request_pixels`` (headers only), so no pixel buffer of it is ever allocated."""
+        check_request_pixels(items.get("data", []), self.max_request_pixels)
 
     def __call__(self, inputs: dict[str, Any]) -> dict[str, Any]:
         if "data" not in inputs:

@@ -1,0 +1,130 @@
+"""Triton's ``simple`` model behind ``dagserve serve``, called the way NVIDIA's examples call it.
+
+The simplest migration: ``model.onnx`` (INPUT0/INPUT1 int32[-1,16] -> OUTPUT0 =
+sum, OUTPUT1 = difference) as the only node, fed straight from the request's
+tensors, which arrive as read-only views of the message. tritonclient sends
+them as binary data over gRPC and HTTP (as ``simple_grpc_infer_client.py`` and
+``simple_http_infer_client.py`` do); every request must succeed. A second spec
+chains two such models, so the second one is fed ONNX Runtime's own outputs.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from onnx import TensorProto, helper
+
+from ._server import ServerProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+SIMPLE = """
+    dagserve: 1
+    name: simple
+    max_batch_size: 8
+    inputs:
+      INPUT0: {dtype: int32, shape: [16]}
+      INPUT1: {dtype: int32, shape: [16]}
+    outputs:
+      OUTPUT0: model.OUTPUT0
+      OUTPUT1: model.OUTPUT1
+    nodes:
+      model:
+        op: model.onnx
+        inputs: {INPUT0: inputs.INPUT0, INPUT1: inputs.INPUT1}
+        params: {path: simple.onnx}
+    """
+
+CHAIN = """
+    dagserve: 1
+    name: simple_chain
+    max_batch_size: 8
+    inputs:
+      INPUT0: {dtype: int32, shape: [16]}
+      INPUT1: {dtype: int32, shape: [16]}
+    outputs:
+      OUTPUT0: second.OUTPUT0
+      OUTPUT1: second.OUTPUT1
+    nodes:
+      first:
+        op: model.onnx
+        inputs: {INPUT0: inputs.INPUT0, INPUT1: inputs.INPUT1}
+        params: {path: simple.onnx}
+      second:
+        op: model.onnx
+        inputs: {INPUT0: first.OUTPUT0, INPUT1: first.OUTPUT1}
+        params: {path: simple.onnx}
+    """
+
+
+def save_simple_model(path: Path) -> None:
+    """Triton's ``simple`` example model as ONNX: Add and Sub of two int32[-1,16] inputs."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
+         helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"])], "simple",
+        [helper.make_tensor_value_info(n, TensorProto.INT32, [-1, 16]) for n in ("INPUT0", "INPUT1")],
+        [helper.make_tensor_value_info(n, TensorProto.INT32, [-1, 16]) for n in ("OUTPUT0", "OUTPUT1")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_operatorsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    repo = tmp_path_factory.mktemp("simple_repo")
+    save_simple_model(repo / "simple.onnx")
+    (repo / "simple.yaml").write_text(textwrap.dedent(SIMPLE).lstrip("\n"), encoding="utf-8")
+    (repo / "simple_chain.yaml").write_text(textwrap.dedent(CHAIN).lstrip("\n"), encoding="utf-8")
+    proc = ServerProcess([repo], tmp_path_factory.mktemp("simple_server")).start()
+    yield proc
+    assert proc.stop() == 0, proc.log()
+
+
+def _pair(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The inputs of NVIDIA's simple_*_infer_client.py (0..15 and ones), shifted per request."""
+    return (np.arange(16, dtype=np.int32).reshape(1, 16) + k, np.full((1, 16), 1 + k % 3, dtype=np.int32))
+
+
+@pytest.mark.parametrize(("model", "factor"), [("simple", 1), ("simple_chain", 2)])
+def test_binary_grpc_requests_all_succeed(server: ServerProcess, model: str, factor: int) -> None:
+    with grpcclient.InferenceServerClient(server.grpc_url) as client:
+        for k in range(50):
+            x, y = _pair(k)
+            inputs = [grpcclient.InferInput("INPUT0", [1, 16], "INT32"),
+                      grpcclient.InferInput("INPUT1", [1, 16], "INT32")]
+            inputs[0].set_data_from_numpy(x)
+            inputs[1].set_data_from_numpy(y)
+            outputs = [grpcclient.InferRequestedOutput("OUTPUT0"), grpcclient.InferRequestedOutput("OUTPUT1")]
+            result = client.infer(model, inputs, outputs=outputs)
+            want0, want1 = (x + y, x - y) if factor == 1 else (2 * x, 2 * y)
+            np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), want0)
+            np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), want1)
+
+
+@pytest.mark.parametrize(("model", "factor"), [("simple", 1), ("simple_chain", 2)])
+def test_binary_http_requests_all_succeed(server: ServerProcess, model: str, factor: int) -> None:
+    client = httpclient.InferenceServerClient(server.http_url)
+    try:
+        for k in range(50):
+            x, y = _pair(k)
+            inputs = [httpclient.InferInput("INPUT0", [1, 16], "INT32"),
+                      httpclient.InferInput("INPUT1", [1, 16], "INT32")]
+            inputs[0].set_data_from_numpy(x, binary_data=True)
+            inputs[1].set_data_from_numpy(y, binary_data=True)
+            outputs = [httpclient.InferRequestedOutput("OUTPUT0", binary_data=True),
+                       httpclient.InferRequestedOutput("OUTPUT1", binary_data=True)]
+            result = client.infer(model, inputs, outputs=outputs)
+            want0, want1 = (x + y, x - y) if factor == 1 else (2 * x, 2 * y)
+            np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), want0)
+            np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), want1)
+    finally:
+        client.close()
