@@ -151,3 +151,13 @@ def test_one_of_reports_the_problem_of_the_alternative_the_value_fits() -> None:
     # a value no alternative fits names the allowed types
     ((code, _, message),) = diagnose(BASE.replace("y: a.y", "y: 3"))
     assert (code, message) == ("E-SCHEMA-TYPE", "pipeline output 'y' must be a mapping or a string, not 3")
+
+
+@pytest.mark.parametrize("text", ["---\n", "~\n", "", "# only a comment\n"])
+def test_a_spec_that_is_only_a_document_marker_or_null_says_it_is_empty(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    spec, diagnostics = parse_spec(path)
+    assert spec is None
+    (d,) = diagnostics
+    assert d.code == "E-SCHEMA-REQUIRED" and "the spec is empty" in d.message
