@@ -96,8 +96,9 @@ class YamlDocument:
 
 # --- characters -------------------------------------------------------------------------------
 
-_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
-"""What YAML does not allow, plus the line separators it counts as line breaks (editors do not)."""
+_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]")
+"""What YAML does not allow, the line separators it counts as line breaks (editors do not),
+and a byte-order mark anywhere but at the start (the two parsers read it differently)."""
 _INVISIBLE = "\u00a0\u1680\u2000-\u200d\u202f\u205f\u2060\u3000\ufeff"
 _INVISIBLE_INDENT = re.compile(f"^[ \t]*([{_INVISIBLE}])", re.MULTILINE)
 _BREAK = re.compile(r"\r\n|\r|\n")
@@ -113,7 +114,7 @@ def _position(text: str, index: int) -> tuple[int, int]:
 
 def _character_problem(text: str, file: str) -> Diagnostic | None:
     """The first character that YAML refuses or that would make the text mean what it does not show."""
-    found = _FORBIDDEN.search(text)
+    found = _FORBIDDEN.search(text, 1 if text.startswith("\ufeff") else 0)
     indent = _INVISIBLE_INDENT.search(text)
     if indent is not None and indent.start(1) == 0 and text[0] == "\ufeff":
         indent = _INVISIBLE_INDENT.search(text, 1)  # a byte-order mark opening the file is fine
@@ -125,6 +126,9 @@ def _character_problem(text: str, file: str) -> Diagnostic | None:
             message = (f"the spec contains {describe_char(ch)}, an invisible line break that YAML "
                        "counts as a new line but editors do not show")
             hint = "delete it; in a double-quoted string write it as an escape (\\u2028) if it is really meant"
+        elif ch == "\ufeff":
+            message = f"the spec contains {describe_char(ch)} (a byte-order mark) after its start"
+            hint = "delete it; it is left over from joining two files"
         else:
             message = f"the spec contains {describe_char(ch)}, a control character YAML does not allow"
             hint = ("delete it (an ANSI colour code pasted from a terminal?)" if ch == "\x1b"
@@ -201,6 +205,7 @@ class _Frame:
     log_start: int
     key_log_start: int
     is_map: bool
+    flow: bool = False
     key: Any = None
     key_span: Span | None = None
     key_is_merge: bool = False
@@ -266,7 +271,7 @@ class _Builder:
                 if stack and stack[-1].is_map and not stack[-1].has_key:
                     self.map_key(stack[-1], event, value)
                     continue
-                self.record(path, self.span(event.start_mark, event.end_mark), event.anchor, value)
+                self.record(path, self.scalar_span(event, stack), event.anchor, value)
             elif kind is yaml.AliasEvent:
                 if stack and stack[-1].is_map and not stack[-1].has_key:
                     raise _Refused("an alias cannot be a mapping key", event.start_mark)
@@ -288,7 +293,7 @@ class _Builder:
                 if event.anchor is not None:
                     self.open_anchor(event.anchor, event.start_mark)
                 stack.append(_Frame(path, {} if is_map else [], event.start_mark, event.anchor,
-                                    len(self.values), len(self.keys), is_map))
+                                    len(self.values), len(self.keys), is_map, bool(event.flow_style)))
                 continue
             else:  # SequenceEnd or MappingEnd
                 frame = stack.pop()
@@ -307,8 +312,24 @@ class _Builder:
             frame.value[frame.key] = value
         frame.has_key = False
 
+    def scalar_span(self, event: Any, stack: list[_Frame]) -> Span:
+        """Where a scalar is; an empty one (``a:`` with nothing after it) is where its owner is.
+
+        libyaml and PyYAML put the marks of a value that is not there in different places
+        (the next line, or the end of the key); what owns it is the same for both.
+        """
+        if event.value or event.style not in (None, "", "plain"):
+            return self.span(event.start_mark, event.end_mark)
+        if stack and stack[-1].is_map and stack[-1].key_span is not None and stack[-1].has_key:
+            key = stack[-1].key_span
+            return Span(self.file, key.end_line, key.end_col, key.end_line, key.end_col)
+        mark = stack[-1].start if stack else None
+        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        return Span(self.file, line, col, line, col)
+
     def map_key(self, frame: _Frame, event: Any, key: Any) -> None:
-        span = self.span(event.start_mark, event.end_mark)
+        span = self.scalar_span(event, [frame])
+        frame.key_span = span
         frame.has_key = True
         frame.key_is_merge = self._tag(event) == _MERGE
         if frame.key_is_merge:
@@ -343,11 +364,11 @@ class _Builder:
         node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style)
         try:
             return self.loader.yaml_constructors[tag](self.loader, node)
-        except ValueError as exc:
-            if tag == _INT:
-                digits = sum(c.isdigit() for c in event.value)
+        except Exception as exc:  # PyYAML's constructors raise ValueError, and IndexError on '!!int '
+            digits, limit = sum(c.isdigit() for c in event.value), sys.get_int_max_str_digits()
+            if tag == _INT and limit and digits > limit:
                 raise _Refused(f"the integer is {digits} digits long; dagserve reads integers of at most "
-                               f"{sys.get_int_max_str_digits() or 'any number of'} digits",
+                               f"{limit} digits",
                                event.start_mark, hint="quote it if it is meant as a string") from exc
             raise _Refused(f"cannot read {event.value[:40]!r} as {_tag_name(tag)}: {exc}", event.start_mark) from exc
 
@@ -370,7 +391,11 @@ class _Builder:
         value = frame.value
         if frame.merges:
             value = self.merge(frame)
-        span = self.span(frame.start, event.end_mark)
+        if frame.flow or len(self.values) == frame.log_start:
+            span = self.span(frame.start, event.end_mark)
+        else:  # a block ends where its last value ends (the parsers disagree on the end mark)
+            last = self.values[-1][1]
+            span = Span(self.file, frame.start.line + 1, frame.start.column + 1, last.end_line, last.end_col)
         self.values.append((frame.path, span))
         if frame.anchor is not None:
             cut = len(frame.path)
@@ -457,14 +482,17 @@ def load_yaml(text: str, file: str) -> YamlDocument:
         one ``E-YAML`` error at the position of the problem. An empty document (no
         text, only comments, ``---`` or ``~``) is an empty mapping.
 
-    The parse runs on libyaml when PyYAML has it (about 10x faster, which matters for
-    pipelines of thousands of nodes); a spec with a syntax error is parsed again by
-    the pure-Python parser, so messages are the same wherever dagserve runs.
+    The parse runs on libyaml when PyYAML has it (faster, which matters for pipelines
+    of thousands of nodes); a spec with a syntax error, or with a tab anywhere, is
+    parsed by the pure-Python parser, so verdicts and messages are the same wherever
+    dagserve runs (``tests/compiler/test_fuzz_loader.py`` checks it).
     """
     problem = _character_problem(text, file)
     if problem is not None:
         return YamlDocument(None, SourceMap(file), [problem])
-    if _FAST_LOADER is not None:
+    if _FAST_LOADER is not None and "\t" not in text:
+        # libyaml takes tabs as separators where PyYAML refuses them ('a:\tb', 'a: b\t'):
+        # a text with a tab is left to the pure-Python parser, so the verdict is the same
         doc = _load(text, file, _FAST_LOADER)
         if doc.data is not None or not doc.diagnostics:
             return doc

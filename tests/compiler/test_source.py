@@ -282,3 +282,9 @@ def test_both_loaders_give_the_same_verdict_and_message_on_every_spec_of_the_cor
     for a, b in zip(fast, slow):
         assert (a.data, a.diagnostics) == (b.data, b.diagnostics)
         assert a.source.values == b.source.values
+
+
+@pytest.mark.parametrize("text", ["a: !!int \n", "a: !!int abc\n", "a: !!float x\n", "a: !!bool maybe\n"])
+def test_a_scalar_its_tag_cannot_read_is_e_yaml_not_an_exception(loader: str, text: str) -> None:
+    (d,) = load_yaml(text, "s.yaml").diagnostics
+    assert d.code == "E-YAML" and "cannot read" in d.message and d.span is not None and d.span.line == 1
