@@ -161,3 +161,25 @@ def test_a_spec_that_is_only_a_document_marker_or_null_says_it_is_empty(tmp_path
     assert spec is None
     (d,) = diagnostics
     assert d.code == "E-SCHEMA-REQUIRED" and "the spec is empty" in d.message
+
+
+@pytest.mark.parametrize("name", ["input:0", "dense/Softmax:0", "input.1", "serving_default_x:0", "my-output", "_x"])
+def test_wire_names_of_exported_models_are_legal_pipeline_input_and_output_names(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(BASE.replace("  x: {", f"  '{name}': {{").replace("inputs.x", f"inputs.{name}")
+                    .replace("  y: a.y", f"  '{name}': a.y"))
+    spec, diagnostics = parse_spec(path)
+    assert diagnostics == [] and spec is not None
+    assert list(spec.inputs) == [name] and list(spec.outputs) == [name]
+    ref = spec.nodes["a"].inputs["x"][0]
+    assert ref.is_input and ref.port == name
+
+
+@pytest.mark.parametrize("name", ["my output", "0in", ":0", "a\"b", "x;y", "/abs"])
+def test_names_that_are_not_wire_names_are_e_name(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "s.yaml"
+    quoted = json.dumps(name)
+    path.write_text(BASE.replace("  y: a.y", f"  {quoted}: a.y"))
+    _, diagnostics = parse_spec(path)
+    assert [(d.code, d.span.line) for d in diagnostics] == [("E-NAME", 6)]
+    assert "letters, digits and _ . : / -" in diagnostics[0].message
