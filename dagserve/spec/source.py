@@ -226,6 +226,8 @@ class _Builder:
         self.anchor_marks: dict[str, Any] = {}
         self.written = 0
         self.expanded = 0
+        self.unsure = False
+        """True when the text holds something libyaml and PyYAML are known to read differently."""
 
     def span(self, start: Any, end: Any) -> Span:
         return Span(self.file, start.line + 1, start.column + 1, end.line + 1, end.column + 1)
@@ -354,6 +356,8 @@ class _Builder:
 
     def scalar(self, event: Any) -> Any:
         self.written += 1
+        if "?" in event.value and not event.style:
+            self.unsure = True  # libyaml takes 'f?x' and '[x?]' in flow context; PyYAML refuses them
         tag = self._tag(event)
         if event.anchor is not None:
             self.open_anchor(event.anchor, event.start_mark)
@@ -491,19 +495,30 @@ def load_yaml(text: str, file: str) -> YamlDocument:
     if problem is not None:
         return YamlDocument(None, SourceMap(file), [problem])
     if _FAST_LOADER is not None and "\t" not in text:
-        # libyaml takes tabs as separators where PyYAML refuses them ('a:\tb', 'a: b\t'):
-        # a text with a tab is left to the pure-Python parser, so the verdict is the same
-        doc = _load(text, file, _FAST_LOADER)
-        if doc.data is not None or not doc.diagnostics:
+        # PyYAML's pure-Python parser is the reference. libyaml's verdict is taken when it
+        # accepts a text without the constructs where the two are known to differ: tabs
+        # as separators ('a:\tb', 'a: b\t') and '?' inside plain values in flow context
+        # ('[x?]'); a text libyaml refuses is parsed again too, for PyYAML's verdict and
+        # message. tests/compiler/test_fuzz_loader.py looks for more such constructs.
+        doc, unsure = _load(text, file, _FAST_LOADER)
+        if (doc.data is not None or not doc.diagnostics) and not unsure:
             return doc
-    return _load(text, file, yaml.SafeLoader)
+    return _load(text, file, yaml.SafeLoader)[0]
 
 
 _FAST_LOADER: type | None = getattr(yaml, "CSafeLoader", None)
 
 
-def _load(text: str, file: str, loader_class: type) -> YamlDocument:
-    """Parse with one loader class; the caller has checked the characters (``_character_problem``)."""
+def _load(text: str, file: str, loader_class: type) -> tuple[YamlDocument, bool]:
+    """Parse with one loader class; the caller has checked the characters (``_character_problem``).
+
+    Returns the document, and whether it holds a construct the two parsers read differently.
+    """
+    doc, builder = _parse(text, file, loader_class)
+    return doc, builder is not None and builder.unsure
+
+
+def _parse(text: str, file: str, loader_class: type) -> tuple[YamlDocument, _Builder | None]:
     builder: _Builder | None = None
     loader = None
     try:
@@ -511,13 +526,13 @@ def _load(text: str, file: str, loader_class: type) -> YamlDocument:
         builder = _Builder(file, loader)
         found, data = builder.document()
         if not found or data is None:
-            return YamlDocument({}, SourceMap(file), builder.diagnostics)
+            return YamlDocument({}, SourceMap(file), builder.diagnostics), builder
         source = SourceMap(file, dict(builder.values), dict(builder.keys))
-        return YamlDocument(data, source, builder.diagnostics)
+        return YamlDocument(data, source, builder.diagnostics), builder
     except _Refused as exc:
         at = Span(file, exc.mark.line + 1, exc.mark.column + 1, exc.mark.line + 1, exc.mark.column + 2)
         return YamlDocument(None, SourceMap(file),
-                            [Diagnostic("E-YAML", f"YAML error: {exc.message}", at, hint=exc.hint, file=file)])
+                            [Diagnostic("E-YAML", f"YAML error: {exc.message}", at, hint=exc.hint, file=file)]), builder
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         if mark is not None and exc.context_mark is not None and mark.index >= len(text.rstrip()):
@@ -530,9 +545,9 @@ def _load(text: str, file: str, loader_class: type) -> YamlDocument:
         else:
             text_ = problem + (f" ({exc.context})" if exc.context and exc.problem else "")
         diag = Diagnostic("E-YAML", f"YAML syntax error: {text_}", span, file=file)
-        return YamlDocument(None, SourceMap(file), [diag])
+        return YamlDocument(None, SourceMap(file), [diag]), builder
     except yaml.YAMLError as exc:
-        return YamlDocument(None, SourceMap(file), [Diagnostic("E-YAML", f"YAML error: {exc}", file=file)])
+        return YamlDocument(None, SourceMap(file), [Diagnostic("E-YAML", f"YAML error: {exc}", file=file)]), builder
     finally:
         if loader is not None:
             loader.dispose()

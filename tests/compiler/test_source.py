@@ -288,3 +288,23 @@ def test_both_loaders_give_the_same_verdict_and_message_on_every_spec_of_the_cor
 def test_a_scalar_its_tag_cannot_read_is_e_yaml_not_an_exception(loader: str, text: str) -> None:
     (d,) = load_yaml(text, "s.yaml").diagnostics
     assert d.code == "E-YAML" and "cannot read" in d.message and d.span is not None and d.span.line == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a: {b: f?x}\n", "a: [f?x]\n", "a: [x?]\n", "shape: [?, H]\n", "a: {b?: 1}\n", "%x\n---\na: 1\n",
+     "a:\tb\n", "a: b\t\n", "a: [b,\tc]\n", "a: 'b'\t\n", "? a\n", "a\ufeff\n"],
+)
+def test_texts_libyaml_and_pyyaml_read_differently_get_one_verdict(monkeypatch: pytest.MonkeyPatch,
+                                                                   text: str) -> None:
+    import yaml
+
+    import dagserve.spec.source as source
+
+    if not getattr(yaml, "__with_libyaml__", False):
+        pytest.skip("PyYAML is built without libyaml")
+    monkeypatch.setattr(source, "_FAST_LOADER", yaml.CSafeLoader)
+    fast = load_yaml(text, "s.yaml")
+    monkeypatch.setattr(source, "_FAST_LOADER", None)
+    slow = load_yaml(text, "s.yaml")
+    assert (fast.data, fast.diagnostics, fast.source.values) == (slow.data, slow.diagnostics, slow.source.values)
