@@ -219,6 +219,33 @@ def _busy_port_error(args: argparse.Namespace) -> str | None:
     return None
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print or write the editor JSON Schema; ``--check``: exit 1 if a file differs from it."""
+    from dagserve.compiler.editor_schema import editor_schema_text
+
+    text = editor_schema_text()
+    if not args.output:
+        sys.stdout.write(text)
+        return EXIT_OK
+    stale = []
+    for path in args.output:
+        try:
+            current = Path(path).read_text(encoding="utf-8")
+        except OSError:
+            current = None
+        if args.check:
+            if current != text:
+                stale.append(path)
+        elif current != text:
+            Path(path).write_text(text, encoding="utf-8")
+            print(f"wrote {path}", file=sys.stderr)
+    if stale:
+        print(f"dagserve schema: out of date: {', '.join(stale)} (run 'dagserve schema "
+              f"{' '.join('-o ' + p for p in args.output)}')", file=sys.stderr)
+        return EXIT_ERRORS
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
     import logging
@@ -342,6 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "json"], default="table")
     _add_compile_flags(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("schema", help="print or write the JSON Schema for editors (spec format and op params)")
+    p.add_argument("-o", "--output", action="append", default=[], metavar="FILE",
+                   help="write it here (repeatable); without it, print it")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a FILE is not up to date")
+    p.set_defaults(func=cmd_schema)
 
     p = sub.add_parser("ops", help="list the available ops")
     p.add_argument("--format", choices=["text", "json"], default="text")

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +26,9 @@ __all__ = [
     "DiagnosticBag",
     "Severity",
     "Span",
+    "describe_char",
     "did_you_mean",
+    "name_invisible",
     "render_json",
     "render_text",
 ]
@@ -109,6 +113,8 @@ class Diagnostic:
     def __post_init__(self) -> None:
         if self.code not in CODES:
             raise ValueError(f"undocumented diagnostic code {self.code!r}")
+        if _INVISIBLE.search(self.message):  # a value quoted in the message hides a character
+            object.__setattr__(self, "message", name_invisible(self.message))
 
     @property
     def severity(self) -> Severity:
@@ -151,13 +157,29 @@ class Diagnostic:
 
 @dataclass
 class DiagnosticBag:
-    """Collects diagnostics across passes; de-duplicates identical ones."""
+    """Collects diagnostics across passes; de-duplicates identical ones.
+
+    Adding is O(1) (a set of those seen beside the list): a spec of 10,000 nodes may
+    give thousands of diagnostics, and comparing each with all earlier ones was
+    quadratic.
+    """
 
     items: list[Diagnostic] = field(default_factory=list)
+    _seen: set[Diagnostic] = field(default_factory=set, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._seen.update(self.items)
 
     def add(self, diagnostic: Diagnostic) -> None:
-        if diagnostic not in self.items:
+        if diagnostic not in self._seen:
+            self._seen.add(diagnostic)
             self.items.append(diagnostic)
+
+    def replace(self, old: Diagnostic, new: Diagnostic) -> None:
+        """Put ``new`` where ``old`` is (e.g. an error that absorbs the warnings it caused)."""
+        self.items[self.items.index(old)] = new
+        self._seen.discard(old)
+        self._seen.add(new)
 
     def extend(self, diagnostics: Iterable[Diagnostic]) -> None:
         for d in diagnostics:
@@ -184,16 +206,62 @@ class DiagnosticBag:
         return len(self.items)
 
 
+_INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\xa0\u1680\u2000-\u200f\u2028-\u202f\u205f-\u206f"
+                        "\u3000\ufeff]")
+"""Characters an editor shows as nothing or as a plain space (tab and newline excepted)."""
+_CONTROL_NAMES = {
+    "\x00": "a NUL character", "\x07": "a bell character", "\x08": "a backspace",
+    "\x0b": "a vertical tab", "\x0c": "a form feed", "\x0d": "a carriage return",
+    "\x1b": "an escape character", "\x7f": "a delete character", "\x85": "a NEXT LINE character",
+}
+
+
+def describe_char(ch: str) -> str:
+    """A character by name and code point: ``a no-break space (U+00A0)``."""
+    code = f"U+{ord(ch):04X}"
+    if ch in _CONTROL_NAMES:
+        return f"{_CONTROL_NAMES[ch]} ({code})"
+    name = unicodedata.name(ch, "")
+    if not name:
+        return f"a control character ({code})"
+    article = "an" if name[0] in "AEIOU" else "a"
+    return f"{article} {name.lower()} ({code})"
+
+
+def name_invisible(text: str) -> str:
+    """``text`` with each invisible character shown as ``<U+XXXX>`` and named at the end.
+
+    ``'image\u00a0'`` reads as ``'image '`` or ``'image'`` in a terminal; the message
+    must say what is really there.
+    """
+    found: dict[str, None] = {}
+
+    def show(match: re.Match[str]) -> str:
+        found.setdefault(match.group())
+        return f"<U+{ord(match.group()):04X}>"
+
+    shown = _INVISIBLE.sub(show, text)
+    if not found:
+        return text
+    names = "; ".join(f"<U+{ord(c):04X}> is {describe_char(c)}" for c in found)
+    return f"{shown} ({names}, which an editor does not show)"
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """``"; did you mean 'x'?"`` when a choice is close to ``word``, else ``""``."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
 def _source_lines(file: str, cache: dict[str, list[str]]) -> list[str]:
     if file not in cache:
         try:
-            cache[file] = Path(file).read_text(encoding="utf-8").splitlines()
+            # lines as editors and the YAML loader count them: not str.splitlines(), which
+            # also breaks at form feeds, U+2028 and other characters editors show inline
+            cache[file] = _LINE_BREAK.split(Path(file).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError):
             cache[file] = []
     return cache[file]
@@ -206,18 +274,27 @@ def _excerpt(d: Diagnostic, cache: dict[str, list[str]]) -> list[str]:
     lines = _source_lines(d.span.file, cache)
     if not 1 <= d.span.line <= len(lines):
         return []
-    text = lines[d.span.line - 1].rstrip()
+    raw = lines[d.span.line - 1].rstrip(" \t")
     width = len(str(d.span.line))
     start = max(d.span.col - 1, 0)
     if d.span.end_line == d.span.line and d.span.end_col > d.span.col:
         length = d.span.end_col - d.span.col
     else:
-        length = max(len(text) - start, 1)
+        length = max(len(raw) - start, 1)
+    # a terminal would act on an escape code or hide a no-break space: show them as <U+XXXX>
+    # (tabs stay tabs, and are kept in the caret line so the caret stays under the culprit)
+    text = _INVISIBLE.sub(_code_point, raw)
+    pad = "".join("\t" if c == "\t" else " " * len(_INVISIBLE.sub(_code_point, c)) for c in raw[:start])
+    length = len(_INVISIBLE.sub(_code_point, raw[start:start + length])) or length
     gutter = " " * width
     return [
         f" {d.span.line} | {text}",
-        f" {gutter} | {' ' * start}{'^' * max(length, 1)}",
+        f" {gutter} | {pad}{'^' * max(length, 1)}",
     ]
+
+
+def _code_point(match: re.Match[str]) -> str:
+    return f"<U+{ord(match.group()):04X}>"
 
 
 def render_text(diagnostics: Iterable[Diagnostic]) -> str:

@@ -18,7 +18,7 @@ import jsonschema
 
 from dagserve.ops.base import OpDef
 
-__all__ = ["OpRegistry", "default_registry"]
+__all__ = ["OpRegistry", "builtin_registry", "default_registry"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,13 @@ def _load_plugins(registry: OpRegistry) -> None:
             registry.register_all(ep.load()())
         except Exception as exc:  # a broken plugin must not take the built-ins down
             log.error("dagserve: op plugin %r failed to load: %s", ep.name, exc)
+
+
+def builtin_registry() -> OpRegistry:
+    """The built-in ops only, without plugins (what the published JSON Schema describes)."""
+    registry = OpRegistry()
+    _load_builtins(registry)
+    return registry
 
 
 @cache

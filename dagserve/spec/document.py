@@ -35,7 +35,12 @@ __all__ = [
 ]
 
 NODE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
-TENSOR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+TENSOR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:/-]*$")
+"""Pipeline input and output names: wire names as Triton takes them, so a model exported from
+TensorFlow ('input:0', 'dense/Softmax:0') or PyTorch ('input.1') can be served under its own
+names. A reference splits at its first dot only, so ``inputs.input:0`` and ``inputs.input.1``
+still read one pipeline input."""
+TENSOR_RULE = "a letter or '_', then letters, digits and _ . : / -"
 RESERVED = frozenset({"inputs", "outputs"})
 # ports may hold dots, and ':', '/', '-' as in models exported from TensorFlow ('dense/Softmax:0')
 _PORT = re.compile(r"^[A-Za-z0-9_:/-]+(\.[A-Za-z0-9_:/-]+)*$")
@@ -185,7 +190,7 @@ class _Reader:
                            hint=f"rename the node, e.g. '{name}_node'")
             )
         elif not pattern.match(name):
-            rule = "[a-z_][a-z0-9_]*" if kind == "node" else "[A-Za-z_][A-Za-z0-9_]*"
+            rule = "[a-z_][a-z0-9_]*" if kind == "node" else f"[A-Za-z_][A-Za-z0-9_.:/-]* ({TENSOR_RULE})"
             self.diagnostics.append(
                 Diagnostic("E-NAME", f"invalid {kind} name '{name}': names must match {rule}", span)
             )

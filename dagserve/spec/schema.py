@@ -20,7 +20,7 @@ from jsonschema.exceptions import ValidationError
 from dagserve.diagnostics import Diagnostic, did_you_mean
 from dagserve.spec.source import Path_, SourceMap
 
-__all__ = ["pipeline_schema", "schema_diagnostics", "validate_against"]
+__all__ = ["GENERATED_DEF", "packaged_schema_text", "pipeline_schema", "schema_diagnostics", "validate_against"]
 
 _JSON_TYPES = {
     "object": "a mapping",
@@ -33,11 +33,26 @@ _JSON_TYPES = {
 }
 
 
+GENERATED_DEF = "ops"
+"""The part of the packaged schema generated from the op registry (``dagserve schema``)."""
+
+
+def packaged_schema_text() -> str:
+    """The text of ``pipeline.schema.json`` as shipped (structure plus the generated op part)."""
+    return resources.files("dagserve.spec").joinpath("pipeline.schema.json").read_text("utf-8")
+
+
 @cache
 def pipeline_schema() -> dict[str, Any]:
-    """The pipeline JSON Schema shipped inside the package."""
-    text = resources.files("dagserve.spec").joinpath("pipeline.schema.json").read_text("utf-8")
-    schema: dict[str, Any] = json.loads(text)
+    """The structural pipeline JSON Schema: the packaged file without its generated op part.
+
+    The loader checks structure only; op names and params are the compiler's
+    (``E-OP``, ``E-PARAM``), and the generated part exists for editors
+    (``dagserve.compiler.editor_schema``).
+    """
+    schema: dict[str, Any] = json.loads(packaged_schema_text())
+    schema.get("$defs", {}).pop(GENERATED_DEF, None)
+    schema.get("$defs", {}).get("node", {}).pop("allOf", None)
     return schema
 
 

@@ -176,3 +176,38 @@ def test_plan_node_json_carries_every_field() -> None:
     node = dataclasses.replace(compiled("detect", "gpu").nodes[0], warmup={"inputs": {"data": "x"}})
     assert set(node.to_json()) == {f.name for f in dataclasses.fields(PlanNode)}
     assert PlanNode.from_json(node.to_json()) == node
+
+
+def test_a_pipeline_with_tensorflow_style_wire_names_compiles_and_runs(compile_text) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    import dagserve
+
+    result = compile_text("""
+        dagserve: 1
+        name: tf_names
+        inputs:
+          input:0: {dtype: float32, shape: [4]}
+          image.1: {dtype: float32, shape: [4]}
+        outputs:
+          dense/Softmax:0: plus.y
+          echo:0: inputs.input:0
+          copy.1: same.y
+        nodes:
+          plus:
+            op: math.add
+            inputs: {x: inputs.input:0}
+            params: {value: 1}
+          same:
+            op: tensor.identity
+            inputs: {x: inputs.image.1}
+    """)
+    assert result.ok, [d.one_line() for d in result.diagnostics]
+    assert [t.name for t in result.plan.inputs] == ["input:0", "image.1"]
+    assert [t.name for t in result.plan.outputs] == ["dense/Softmax:0", "echo:0", "copy.1"]
+    with dagserve.load(result.plan) as pipeline:
+        x = np.arange(4, dtype=np.float32)
+        out = pipeline.infer({"input:0": x, "image.1": 3 * x})
+    np.testing.assert_array_equal(out["dense/Softmax:0"], x + 1)
+    np.testing.assert_array_equal(out["echo:0"], x)
+    np.testing.assert_array_equal(out["copy.1"], 3 * x)

@@ -35,9 +35,12 @@ nodes:
 
 
 def test_the_schema_is_valid_and_the_published_copy_is_identical() -> None:
+    from dagserve.spec.schema import packaged_schema_text
+
     jsonschema.Draft202012Validator.check_schema(pipeline_schema())
-    published = json.loads((REPO / "schemas" / "pipeline.schema.json").read_text())
-    assert published == pipeline_schema()
+    published = (REPO / "schemas" / "pipeline.schema.json").read_text(encoding="utf-8")
+    assert published == packaged_schema_text()
+    jsonschema.Draft202012Validator.check_schema(json.loads(published))
 
 
 def test_a_valid_spec_has_no_schema_diagnostics() -> None:
@@ -151,3 +154,35 @@ def test_one_of_reports_the_problem_of_the_alternative_the_value_fits() -> None:
     # a value no alternative fits names the allowed types
     ((code, _, message),) = diagnose(BASE.replace("y: a.y", "y: 3"))
     assert (code, message) == ("E-SCHEMA-TYPE", "pipeline output 'y' must be a mapping or a string, not 3")
+
+
+@pytest.mark.parametrize("text", ["---\n", "~\n", "", "# only a comment\n"])
+def test_a_spec_that_is_only_a_document_marker_or_null_says_it_is_empty(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    spec, diagnostics = parse_spec(path)
+    assert spec is None
+    (d,) = diagnostics
+    assert d.code == "E-SCHEMA-REQUIRED" and "the spec is empty" in d.message
+
+
+@pytest.mark.parametrize("name", ["input:0", "dense/Softmax:0", "input.1", "serving_default_x:0", "my-output", "_x"])
+def test_wire_names_of_exported_models_are_legal_pipeline_input_and_output_names(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(BASE.replace("  x: {", f"  '{name}': {{").replace("inputs.x", f"inputs.{name}")
+                    .replace("  y: a.y", f"  '{name}': a.y"))
+    spec, diagnostics = parse_spec(path)
+    assert diagnostics == [] and spec is not None
+    assert list(spec.inputs) == [name] and list(spec.outputs) == [name]
+    ref = spec.nodes["a"].inputs["x"][0]
+    assert ref.is_input and ref.port == name
+
+
+@pytest.mark.parametrize("name", ["my output", "0in", ":0", "a\"b", "x;y", "/abs"])
+def test_names_that_are_not_wire_names_are_e_name(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "s.yaml"
+    quoted = json.dumps(name)
+    path.write_text(BASE.replace("  y: a.y", f"  {quoted}: a.y"))
+    _, diagnostics = parse_spec(path)
+    assert [(d.code, d.span.line) for d in diagnostics] == [("E-NAME", 6)]
+    assert "letters, digits and _ . : / -" in diagnostics[0].message

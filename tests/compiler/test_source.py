@@ -159,3 +159,152 @@ def test_syntax_errors_read_the_same_with_or_without_libyaml(monkeypatch: pytest
     with_fast = load_yaml(bad, "s.yaml").diagnostics
     monkeypatch.setattr(source, "_FAST_LOADER", None)
     assert load_yaml(bad, "s.yaml").diagnostics == with_fast
+
+
+# --- what a spec must never do: escape as a Python exception, run unbounded, or hide a character ---
+
+_LAUGHS = "l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 10)
+)
+
+
+@pytest.fixture(params=["libyaml", "pure-python"])
+def loader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test once with libyaml's CSafeLoader and once with PyYAML's pure-Python loader."""
+    import yaml
+
+    import dagserve.spec.source as source
+
+    if request.param == "libyaml":
+        if not getattr(yaml, "__with_libyaml__", False):
+            pytest.skip("PyYAML is built without libyaml")
+        monkeypatch.setattr(source, "_FAST_LOADER", yaml.CSafeLoader)
+    else:
+        monkeypatch.setattr(source, "_FAST_LOADER", None)
+    return str(request.param)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "col", "fragment"),
+    [
+        ("a: &x [*x]\n", 1, 8, "the alias '*x' refers to the anchor '&x' (line 1) that contains it"),
+        ("a:\n  b: &x {c: *x}\n", 2, 13, "refers to the anchor '&x' (line 2) that contains it"),
+        ("a: " + "[" * 300 + "]" * 300 + "\n", 1, 67, "nested more than 64 levels deep"),
+        ("".join("  " * i + "k:\n" for i in range(300)) + "  " * 300 + "v\n", 65, 129, "nested more than 64"),
+        ("a: 1\nname: x\f\n", 2, 8, "a form feed (U+000C), a control character YAML does not allow"),
+        ("name: \x1b[31mred\x1b[0m\n", 1, 7, "an escape character (U+001B)"),
+        ("a: " + "7" * 5000 + "\n", 1, 4, "the integer is 5000 digits long"),
+        (_LAUGHS, 5, 25, "refusing a document that grows exponentially"),
+        ("a:\n\u00a0 b: 1\n", 2, 1, "the indentation contains a no-break space (U+00A0)"),
+        ("a:\n  \u200bb: 1\n", 2, 3, "the indentation contains a zero width space (U+200B)"),
+        ("a: \"x\u2028y\"\nb: 1\n", 1, 6, "a line separator (U+2028), an invisible line break"),
+        ("# note\u2029\na: 1\n", 1, 7, "a paragraph separator (U+2029)"),
+        ("a: \x85\n", 1, 4, "a NEXT LINE character (U+0085)"),
+        ("a: &x 1\nb: &x 2\n", 2, 4, "the anchor '&x' is defined twice (first at line 1)"),
+        ("{[a]: 1}\n", 1, 2, "a mapping key must be a plain value, not a list"),
+    ],
+)
+def test_bad_yaml_is_one_e_yaml_at_its_position_with_either_loader(
+    loader: str, text: str, line: int, col: int, fragment: str
+) -> None:
+    doc = load_yaml(text, "s.yaml")
+    assert doc.data is None
+    (d,) = doc.diagnostics
+    assert d.code == "E-YAML" and fragment in d.message, d.message
+    assert d.span is not None and (d.span.line, d.span.col) == (line, col)
+
+
+def test_lines_are_counted_as_editors_count_them(loader: str) -> None:
+    # CR LF and a lone CR are line breaks; a form feed is refused at the line an editor shows
+    doc = load_yaml("a: 1\r\nb: 2\rc:\r\n\t- 1\n", "s.yaml")
+    (d,) = doc.diagnostics
+    assert d.span is not None and d.span.line == 4
+    (d,) = load_yaml("a: 1\r\nb: 2\r\nc: \x0c\n", "s.yaml").diagnostics
+    assert d.span is not None and (d.span.line, d.span.col) == (3, 4)
+
+
+def test_a_byte_order_mark_opening_the_file_is_fine(loader: str) -> None:
+    doc = load_yaml("\ufeffa: 1\n", "s.yaml")
+    assert doc.diagnostics == [] and doc.data == {"a": 1}
+
+
+@pytest.mark.parametrize("text", ["---\n", "~\n", "--- ~\n", "---\n...\n"])
+def test_a_document_that_is_only_null_is_empty(loader: str, text: str) -> None:
+    doc = load_yaml(text, "s.yaml")
+    assert doc.data == {} and doc.diagnostics == []
+
+
+def test_anchors_reused_on_many_nodes_stay_within_the_alias_budget(loader: str) -> None:
+    text = "base: &p {value: 2, perm: [1, 0], more: {a: 1, b: [1, 2, 3]}}\nnodes:\n" + "".join(
+        f"  n{i}: {{params: *p}}\n" for i in range(3000)
+    )
+    doc = load_yaml(text, "s.yaml")
+    assert doc.diagnostics == []
+    assert doc.data["nodes"]["n2999"]["params"]["more"]["b"] == [1, 2, 3]
+    assert doc.data["nodes"]["n1"]["params"] is not doc.data["nodes"]["n2"]["params"]
+    assert doc.source.value(("nodes", "n2999", "params", "more", "b", 2)).line == 1
+
+
+def test_merge_precedence_is_pyyaml_s(loader: str) -> None:
+    import yaml
+
+    texts = [
+        "a: &a {x: 1, y: 2}\nb: &b {y: 3, z: 4}\nc:\n  <<: [*a, *b]\n  z: 5\n",
+        "a: &a {x: {q: 1}, y: 2}\nc:\n  w: 0\n  <<: *a\n  y: 7\n",
+        "a: &a [1, {b: &c 2}]\nd: [*a, *c]\ne: {<<: {k: 1}}\n",
+    ]
+    for text in texts:
+        doc = load_yaml(text, "s.yaml")
+        assert doc.diagnostics == [] and doc.data == yaml.safe_load(text)
+        assert list(doc.data["c" if "c:" in text else "e"]) == list(yaml.safe_load(text)["c" if "c:" in text else "e"])
+    doc = load_yaml(texts[0], "s.yaml")
+    assert doc.source.value(("c", "x")).line == 1 and doc.source.value(("c", "y")).line == 1
+    assert doc.source.value(("c", "z")).line == 5
+
+
+def test_both_loaders_give_the_same_verdict_and_message_on_every_spec_of_the_corpus(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pathlib import Path
+
+    import yaml
+
+    import dagserve.spec.source as source
+
+    if not getattr(yaml, "__with_libyaml__", False):
+        pytest.skip("PyYAML is built without libyaml")
+    specs = Path(__file__).resolve().parents[1] / "specs"
+    texts = [p.read_text(encoding="utf-8") for p in sorted(specs.glob("*/*.yaml"))]
+    monkeypatch.setattr(source, "_FAST_LOADER", yaml.CSafeLoader)
+    fast = [load_yaml(t, "s.yaml") for t in texts]
+    monkeypatch.setattr(source, "_FAST_LOADER", None)
+    slow = [load_yaml(t, "s.yaml") for t in texts]
+    for a, b in zip(fast, slow):
+        assert (a.data, a.diagnostics) == (b.data, b.diagnostics)
+        assert a.source.values == b.source.values
+
+
+@pytest.mark.parametrize("text", ["a: !!int \n", "a: !!int abc\n", "a: !!float x\n", "a: !!bool maybe\n"])
+def test_a_scalar_its_tag_cannot_read_is_e_yaml_not_an_exception(loader: str, text: str) -> None:
+    (d,) = load_yaml(text, "s.yaml").diagnostics
+    assert d.code == "E-YAML" and "cannot read" in d.message and d.span is not None and d.span.line == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a: {b: f?x}\n", "a: [f?x]\n", "a: [x?]\n", "shape: [?, H]\n", "a: {b?: 1}\n", "%x\n---\na: 1\n",
+     "a:\tb\n", "a: b\t\n", "a: [b,\tc]\n", "a: 'b'\t\n", "? a\n", "a\ufeff\n"],
+)
+def test_texts_libyaml_and_pyyaml_read_differently_get_one_verdict(monkeypatch: pytest.MonkeyPatch,
+                                                                   text: str) -> None:
+    import yaml
+
+    import dagserve.spec.source as source
+
+    if not getattr(yaml, "__with_libyaml__", False):
+        pytest.skip("PyYAML is built without libyaml")
+    monkeypatch.setattr(source, "_FAST_LOADER", yaml.CSafeLoader)
+    fast = load_yaml(text, "s.yaml")
+    monkeypatch.setattr(source, "_FAST_LOADER", None)
+    slow = load_yaml(text, "s.yaml")
+    assert (fast.data, fast.diagnostics, fast.source.values) == (slow.data, slow.diagnostics, slow.source.values)
