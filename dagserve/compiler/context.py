@@ -32,8 +32,14 @@ class CompileContext:
     registry: OpRegistry
     options: CompileOptions
     bag: DiagnosticBag = field(default_factory=DiagnosticBag)
+    dangling: list[tuple[Diagnostic, str]] = field(default_factory=list)
+    """Each ``E-REF`` with the node (or ``inputs.NAME``) it most likely meant: what that
+    one reaches is cut off because of it, so the reachability pass folds those warnings
+    into the error instead of reporting them one by one."""
 
     def report(self, code: str, message: str, span: Span | None = None, *,
-               hint: str | None = None, node: Node | str | None = None) -> None:
+               hint: str | None = None, node: Node | str | None = None) -> Diagnostic:
         name = node.name if isinstance(node, Node) else node
-        self.bag.add(Diagnostic(code, message, span, hint=hint, node=name, file=self.spec.file))
+        diagnostic = Diagnostic(code, message, span, hint=hint, node=name, file=self.spec.file)
+        self.bag.add(diagnostic)
+        return diagnostic

@@ -19,7 +19,7 @@ from dagserve.compiler.context import CompileContext, CompileOptions
 from dagserve.compiler.ir import Graph, Node, NodeKind
 from dagserve.compiler.passes import PASSES
 from dagserve.compiler.plan import Plan, PlanNode, PlanTensor
-from dagserve.diagnostics import Diagnostic, DiagnosticBag
+from dagserve.diagnostics import Diagnostic
 from dagserve.ops.registry import OpRegistry, default_registry
 from dagserve.spec.document import PipelineSpec, gc_paused, parse_spec
 
@@ -141,10 +141,12 @@ def compile_spec(
     spec: PipelineSpec,
     options: CompileOptions | None = None,
     registry: OpRegistry | None = None,
+    prior: list[Diagnostic] | None = None,
 ) -> CompileResult:
-    """Run every pass over a parsed spec."""
+    """Run every pass over a parsed spec (``prior``: what reading it reported already)."""
     options = options or CompileOptions()
     ctx = CompileContext(spec, Graph(spec.name, spec.max_batch_size), registry or default_registry(), options)
+    ctx.bag.extend(prior or ())
     debug = options.debug or os.environ.get("DAGSERVE_DEBUG") == "1"
     ran: list[str] = []
     for p in PASSES:
@@ -191,13 +193,9 @@ def _compile_file(
     spec, diagnostics = parse_spec(path, root)
     if spec is None:
         return CompileResult(sorted(diagnostics, key=Diagnostic.sort_key))
-    bag = DiagnosticBag()
-    bag.extend(diagnostics)
-    if bag.has_errors():
-        return CompileResult(bag.sorted())
-    result = compile_spec(spec, options, registry)
-    bag.extend(result.diagnostics)
-    result.diagnostics = bag.sorted()
-    if bag.has_errors():
+    # a spec with schema, name or reference-syntax errors is still compiled: the parts
+    # with errors are left out (spec.unreadable, spec.partial), the rest is checked
+    result = compile_spec(spec, options, registry, prior=diagnostics)
+    if any(d.severity == "error" for d in result.diagnostics):
         result.plan = None
     return result

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from dagserve.diagnostics import Diagnostic, Span
-from dagserve.spec.schema import schema_diagnostics
-from dagserve.spec.source import SourceMap, load_yaml
+from dagserve.spec.schema import schema_problems
+from dagserve.spec.source import Path_, SourceMap, load_yaml
 from dagserve.types import UNKNOWN, Dim
 
 __all__ = [
@@ -96,6 +96,12 @@ class NodeSpec:
     variadic: frozenset[str] = frozenset()
     """Input ports written as a list in the spec."""
     span: Span | None = field(default=None, compare=False)
+    unchecked: frozenset[str] = frozenset()
+    """Fields whose schema error was reported; read as their defaults and not checked
+    further. ``params`` and ``inputs`` also when the node has an unknown key (it may be
+    a misspelt one of them)."""
+    unreadable_ports: frozenset[str] = frozenset()
+    """Input ports with a reference that could not be read (schema error or ``E-REF-SYNTAX``)."""
 
 
 @dataclass
@@ -113,6 +119,14 @@ class PipelineSpec:
     nodes: dict[str, NodeSpec]
     source: SourceMap
     text: str = ""
+    unreadable: frozenset[str] = frozenset()
+    """Inputs (``inputs.NAME``) and nodes written in the spec but left out of it because
+    their error was reported: references to them fail without a diagnostic of their own."""
+    partial: frozenset[str] = frozenset()
+    """What the spec lacks because of reported errors: a section ("inputs", "outputs",
+    "nodes") that is missing or unreadable as a whole, and "refs" when a reference could
+    not be read. The compiler then reports no reference into such a section, and no
+    reachability warning that the missing part could explain."""
 
     @property
     def spec_dir(self) -> str:
@@ -175,12 +189,41 @@ def _dim(value: Any) -> Dim:
 
 
 class _Reader:
-    """Turns schema-valid data into a :class:`PipelineSpec`, checking names and references."""
+    """Turns loaded data into a :class:`PipelineSpec`, checking names and references.
 
-    def __init__(self, data: dict[str, Any], source: SourceMap) -> None:
+    Parts with a schema error (``broken``: the paths the schema diagnostics are about)
+    are read as their defaults or left out, and recorded (``unchecked``, ``unreadable``,
+    ``partial``), so that the compiler still checks everything else and reports every
+    independent problem in one run, without cascading errors from the broken parts.
+    """
+
+    def __init__(self, data: dict[str, Any], source: SourceMap, broken: set[Path_] | None = None) -> None:
         self.data = data
         self.source = source
         self.diagnostics: list[Diagnostic] = []
+        self.broken: dict[Path_, None] = dict.fromkeys(broken or ())
+        self.unreadable: set[str] = set()
+        self.partial: set[str] = set()
+
+    def _is_broken(self, path: Path_) -> bool:
+        """Whether a schema error is about ``path`` or anything inside it."""
+        n = len(path)
+        return any(p[:n] == path for p in self.broken)
+
+    def _fields(self, path: Path_) -> set[str]:
+        """The fields directly under ``path`` that have a schema error somewhere inside."""
+        n = len(path)
+        return {str(p[n]) for p in self.broken if len(p) > n and p[:n] == path}
+
+    def _value(self, key: str, default: Any) -> Any:
+        return default if self._is_broken((key,)) else self.data.get(key, default)
+
+    def _section(self, key: str) -> dict[Any, Any]:
+        value = self.data.get(key)
+        if not isinstance(value, dict) or (key,) in self.broken:
+            self.partial.add(key)  # missing, not a mapping, or empty where entries are required
+            return value if isinstance(value, dict) else {}
+        return value
 
     def _name_check(self, kind: str, name: str, pattern: re.Pattern[str], path: tuple[str, ...]) -> None:
         span = self.source.key(path)
@@ -195,18 +238,25 @@ class _Reader:
                 Diagnostic("E-NAME", f"invalid {kind} name '{name}': names must match {rule}", span)
             )
 
-    def _ref(self, text: str, path: tuple[str | int, ...]) -> Ref | None:
+    def _ref(self, text: Any, path: tuple[str | int, ...]) -> Ref | None:
+        if not isinstance(text, str) or self._is_broken(path):
+            self.partial.add("refs")
+            return None
         parsed = parse_ref(text, self.source.value(path))
         if isinstance(parsed, Diagnostic):
             self.diagnostics.append(parsed)
+            self.partial.add("refs")
             return None
         return parsed
 
     def inputs(self) -> dict[str, TensorSpec]:
         out = {}
-        for name, body in self.data["inputs"].items():
+        for name, body in self._section("inputs").items():
             name = str(name)
             self._name_check("input", name, TENSOR_NAME, ("inputs", name))
+            if self._is_broken(("inputs", name)) or not isinstance(body, dict):
+                self.unreadable.add(f"inputs.{name}")
+                continue
             out[name] = TensorSpec(
                 name,
                 body["dtype"],
@@ -220,13 +270,14 @@ class _Reader:
 
     def outputs(self) -> dict[str, OutputSpec]:
         out = {}
-        for name, body in self.data["outputs"].items():
+        for name, body in self._section("outputs").items():
             name = str(name)
             self._name_check("output", name, TENSOR_NAME, ("outputs", name))
             path: tuple[str, ...] = ("outputs", name)
             text, desc = body, ""
             if isinstance(body, dict):
-                text, path, desc = body["from"], ("outputs", name, "from"), body.get("description", "")
+                text, path = body.get("from"), ("outputs", name, "from")
+                desc = "" if self._is_broken(("outputs", name, "description")) else body.get("description", "")
             ref = self._ref(text, path)
             if ref is not None:
                 out[name] = OutputSpec(name, ref, desc, self.source.key(("outputs", name)))
@@ -234,12 +285,27 @@ class _Reader:
 
     def nodes(self) -> dict[str, NodeSpec]:
         out = {}
-        for name, body in self.data["nodes"].items():
+        known = {"op", "description", "inputs", "params", "device", "instances", "batching"}
+        for name, body in self._section("nodes").items():
             name = str(name)
             self._name_check("node", name, NODE_NAME, ("nodes", name))
+            base_path: Path_ = ("nodes", name)
+            if not isinstance(body, dict) or base_path in self.broken or name in RESERVED:
+                self.unreadable.add(name)
+                continue
+            unchecked = self._fields(base_path)
+            if unchecked - known:  # an unknown key may be a misspelt 'params' or 'inputs'
+                unchecked |= {"params", "inputs"}
+
+            def field_(key: str, default: Any, body: dict[Any, Any] = body, unchecked: set[str] = unchecked) -> Any:
+                return default if key in unchecked and key not in ("params", "inputs") else body.get(key, default)
+
             inputs: dict[str, tuple[Ref, ...]] = {}
-            variadic = set()
-            for port, value in (body.get("inputs") or {}).items():
+            variadic, unreadable_ports = set(), set()
+            raw_inputs = body.get("inputs") or {}
+            if ("nodes", name, "inputs") in self.broken or not isinstance(raw_inputs, dict):
+                raw_inputs = {}
+            for port, value in raw_inputs.items():
                 port = str(port)
                 base = ("nodes", name, "inputs", port)
                 if isinstance(value, list):
@@ -247,19 +313,27 @@ class _Reader:
                     refs = [self._ref(v, (*base, i)) for i, v in enumerate(value)]
                 else:
                     refs = [self._ref(value, base)]
+                if None in refs or self._is_broken(base):
+                    unreadable_ports.add(port)
                 inputs[port] = tuple(r for r in refs if r is not None)
+            params = body.get("params") or {}
+            if "params" in self._fields(base_path) or not isinstance(params, dict):
+                params = {}
+            op = field_("op", "")
             out[name] = NodeSpec(
                 name=name,
-                op=body["op"],
+                op=op if isinstance(op, str) else "",
                 inputs=inputs,
-                params=dict(body.get("params") or {}),
-                device=body.get("device", "auto"),
-                instances=_int(body.get("instances", 1)),
-                batching=_int(body.get("batching")),
-                description=body.get("description", ""),
-                warmup=body.get("warmup", True),
+                params=dict(params),
+                device=field_("device", "auto"),
+                instances=_int(field_("instances", 1)),
+                batching=_int(field_("batching", None)),
+                description=field_("description", ""),
+                warmup=field_("warmup", True),
                 variadic=frozenset(variadic),
                 span=self.source.key(("nodes", name)),
+                unchecked=frozenset(unchecked),
+                unreadable_ports=frozenset(unreadable_ports),
             )
         return out
 
@@ -310,22 +384,28 @@ def _parse_spec(file: str, root: str | None) -> tuple[PipelineSpec | None, list[
     diagnostics = list(doc.diagnostics)
     if doc.data is None:
         return None, diagnostics
-    diagnostics.extend(schema_diagnostics(doc.data, doc.source))
-    if any(d.severity == "error" for d in diagnostics):
-        return None, diagnostics
-    reader = _Reader(doc.data, doc.source)
+    problems = schema_problems(doc.data, doc.source)
+    diagnostics.extend(d for _, d in problems)
+    if (not isinstance(doc.data, dict) or not doc.data or any(not path for path, _ in problems)
+            or any(d.code == "E-VERSION" for _, d in problems)):
+        return None, diagnostics  # not a spec at all: nothing else is worth checking
+    # the rest is read around the schema errors, so the compiler reports the others too
+    reader = _Reader(doc.data, doc.source, {path for path, _ in problems} | set(doc.duplicates))
+    name = reader._value("name", "")
     spec = PipelineSpec(
         file=file,
         root=os.path.abspath(root) if root else os.path.dirname(os.path.abspath(file)),
-        name=doc.data["name"],
-        version=_int(doc.data.get("version", 1)),
-        description=doc.data.get("description", ""),
-        max_batch_size=_int(doc.data.get("max_batch_size", 0)),
+        name=name if isinstance(name, str) else "",
+        version=_int(reader._value("version", 1)),
+        description=reader._value("description", ""),
+        max_batch_size=_int(reader._value("max_batch_size", 0)),
         inputs=reader.inputs(),
         outputs=reader.outputs(),
         nodes=reader.nodes(),
         source=doc.source,
         text=text,
+        unreadable=frozenset(reader.unreadable),
+        partial=frozenset(reader.partial),
     )
     diagnostics.extend(reader.diagnostics)
     return spec, diagnostics

@@ -20,7 +20,15 @@ from jsonschema.exceptions import ValidationError
 from dagserve.diagnostics import Diagnostic, did_you_mean
 from dagserve.spec.source import Path_, SourceMap
 
-__all__ = ["GENERATED_DEF", "packaged_schema_text", "pipeline_schema", "schema_diagnostics", "validate_against"]
+__all__ = [
+    "GENERATED_DEF",
+    "packaged_schema_text",
+    "pipeline_schema",
+    "schema_diagnostics",
+    "schema_problems",
+    "validate_against",
+    "validate_with_paths",
+]
 
 _JSON_TYPES = {
     "object": "a mapping",
@@ -228,14 +236,36 @@ def validate_against(
         kind: ``"spec"`` for the pipeline format, ``"param"`` for an op's params
             (every failure is then ``E-PARAM``).
     """
+    return [d for _, d in validate_with_paths(schema, instance, source, prefix, kind)]
+
+
+def validate_with_paths(
+    schema: dict[str, Any],
+    instance: Any,
+    source: SourceMap,
+    prefix: Path_ = (),
+    kind: str = "spec",
+) -> list[tuple[Path_, Diagnostic]]:
+    """:func:`validate_against`, each diagnostic with the path of the value it is about.
+
+    For an unknown key the path is the key's (``nodes.a.instnaces``), not the mapping's,
+    so a reader can tell which parts of the document are still usable.
+    """
     validator = _validator(schema)
-    diagnostics = []
+    out = []
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
     for error in errors:
         for error_ in _fitting_alternative(error):
             d = _one_diagnostic(error_, source, prefix, kind)
-            diagnostics.append(d if d.span or d.file else replace(d, file=source.file))
-    return diagnostics
+            path: Path_ = (*prefix, *error_.absolute_path)
+            if error_.validator == "additionalProperties" and isinstance(error_.instance, dict):
+                known = set(error_.schema.get("properties", {})) if isinstance(error_.schema, dict) else set()
+                extra = sorted(str(k) for k in error_.instance if k not in known)
+                path = (*path, extra[0]) if extra else path
+            elif error_.validator == "required" and "'" in error_.message:
+                path = (*path, error_.message.split("'")[1])  # the missing field's own path
+            out.append((path, d if d.span or d.file else replace(d, file=source.file)))
+    return out
 
 
 def _fitting_alternative(error: ValidationError) -> list[ValidationError]:
@@ -261,17 +291,23 @@ def _fitting_alternative(error: ValidationError) -> list[ValidationError]:
 
 def schema_diagnostics(data: Any, source: SourceMap) -> list[Diagnostic]:
     """Every way ``data`` breaks the pipeline schema."""
+    return [d for _, d in schema_problems(data, source)]
+
+
+def schema_problems(data: Any, source: SourceMap) -> list[tuple[Path_, Diagnostic]]:
+    """:func:`schema_diagnostics` with the path each one is about (``()``: the whole spec)."""
     if not isinstance(data, dict):
-        return [
+        return [(
+            (),
             Diagnostic(
                 "E-SCHEMA-TYPE",
                 f"a pipeline spec must be a mapping, not {_describe_value(data)}",
                 source.value(()),
                 file=source.file,
-            )
-        ]
+            ),
+        )]
     if data == {} and not source.values:
-        return [Diagnostic("E-SCHEMA-REQUIRED", "the spec is empty; a pipeline needs at least 'dagserve', "
-                           "'name', 'inputs', 'outputs' and 'nodes'", file=source.file,
-                           hint="start from an example in pipelines/ or docs/spec.md")]
-    return validate_against(pipeline_schema(), data, source)
+        return [((), Diagnostic("E-SCHEMA-REQUIRED", "the spec is empty; a pipeline needs at least 'dagserve', "
+                                "'name', 'inputs', 'outputs' and 'nodes'", file=source.file,
+                                hint="start from an example in pipelines/ or docs/spec.md"))]
+    return validate_with_paths(pipeline_schema(), data, source)

@@ -92,6 +92,8 @@ class YamlDocument:
     data: Any
     source: SourceMap
     diagnostics: list[Diagnostic]
+    duplicates: list[Path_] = field(default_factory=list)
+    """The path of each duplicate key (reported as ``E-DUP-KEY``): its value is ambiguous."""
 
 
 # --- characters -------------------------------------------------------------------------------
@@ -220,6 +222,7 @@ class _Builder:
         self.file = file
         self.loader = loader
         self.diagnostics: list[Diagnostic] = []
+        self.duplicates: list[Path_] = []
         self.values: list[tuple[Path_, Span]] = []
         self.keys: list[tuple[Path_, Span]] = []
         self.anchors: dict[str, _Anchored | None] = {}  # None: still open
@@ -338,6 +341,7 @@ class _Builder:
             return
         if key in frame.seen:
             first = frame.seen[key]
+            self.duplicates.append((*frame.path, key))
             self.diagnostics.append(Diagnostic(
                 "E-DUP-KEY", f"duplicate key {key!r} (first defined at line {first.line})", span,
                 hint="YAML keeps only one of them; remove or rename the other"))
@@ -528,7 +532,7 @@ def _parse(text: str, file: str, loader_class: type) -> tuple[YamlDocument, _Bui
         if not found or data is None:
             return YamlDocument({}, SourceMap(file), builder.diagnostics), builder
         source = SourceMap(file, dict(builder.values), dict(builder.keys))
-        return YamlDocument(data, source, builder.diagnostics), builder
+        return YamlDocument(data, source, builder.diagnostics, builder.duplicates), builder
     except _Refused as exc:
         at = Span(file, exc.mark.line + 1, exc.mark.column + 1, exc.mark.line + 1, exc.mark.column + 2)
         return YamlDocument(None, SourceMap(file),

@@ -30,7 +30,7 @@ class PassSpec:
 
 PASSES: tuple[PassSpec, ...] = (
     PassSpec("resolve", build.run, stop_on_error=False),
-    PassSpec("acyclic", acyclic.run, stop_on_error=True),
+    PassSpec("acyclic", acyclic.run, stop_on_error=False),
     PassSpec("reachability", reachability.run, stop_on_error=False),
     PassSpec("ops", ops.run, stop_on_error=False),
     PassSpec("types", types.run, stop_on_error=True),

@@ -1,7 +1,9 @@
 """Pass 2, acyclic: report every cycle as a path ``a → b → c → a``.
 
 Each strongly connected component with a cycle is reported once, at the reference
-that closes the cycle (the consumer's input that reads back into the loop).
+that closes the cycle (the consumer's input that reads back into the loop). Its
+nodes are marked failed, so the later passes check the rest of the graph (a dtype
+error elsewhere is still reported) and skip what the loop feeds.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ def run(ctx: CompileContext) -> bool:
         key=lambda c: position[c[0]],
     )
     for component in components:
+        for name in component:  # not typed: the type of a port in a loop depends on itself
+            graph.nodes[name].meta.update(failed=True, cyclic=True)
         start = component[0]
         cycle = nx.find_cycle(g.subgraph(component), source=start)
         names = [u for u, _ in cycle]

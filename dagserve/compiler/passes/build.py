@@ -6,6 +6,8 @@ Ports are checked later, once the ops (and so their ports) are known.
 
 from __future__ import annotations
 
+import difflib
+
 from dagserve.compiler.context import CompileContext
 from dagserve.compiler.ir import Node, NodeKind, PortRef
 from dagserve.diagnostics import did_you_mean
@@ -15,27 +17,42 @@ from dagserve.types import TensorType
 __all__ = ["run"]
 
 
+def _closest(word: str, choices: list[str]) -> str | None:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def _resolve(ctx: CompileContext, ref: Ref, reader: str) -> PortRef | None:
     spec = ctx.spec
     if ref.is_input:
         if ref.port not in spec.inputs:
-            ctx.report(
+            if f"inputs.{ref.port}" in spec.unreadable or "inputs" in spec.partial:
+                return None  # the input's own error is reported; this reference adds nothing
+            diagnostic = ctx.report(
                 "E-REF",
                 f"{reader} reads 'inputs.{ref.port}' but the pipeline has no input '{ref.port}'"
                 f"{did_you_mean(ref.port, spec.inputs)}",
                 ref.span,
                 hint=f"pipeline inputs: {', '.join(spec.inputs)}",
             )
+            meant = _closest(ref.port, list(spec.inputs))
+            if meant is not None:
+                ctx.dangling.append((diagnostic, f"inputs.{meant}"))
             return None
         return PortRef(f"inputs.{ref.port}", "value")
     assert ref.node is not None
     if ref.node not in spec.nodes:
+        if ref.node in spec.unreadable or "nodes" in spec.partial:
+            return None
         suggestion = did_you_mean(ref.node, [*spec.nodes, "inputs"])
-        ctx.report(
+        diagnostic = ctx.report(
             "E-REF",
             f"{reader} reads '{ref.text}' but there is no node '{ref.node}'{suggestion}",
             ref.span,
         )
+        meant = _closest(ref.node, [*spec.nodes, "inputs"])
+        if meant is not None and meant != "inputs":
+            ctx.dangling.append((diagnostic, meant))
         return None
     return PortRef(ref.node, ref.port)
 
@@ -62,6 +79,12 @@ def run(ctx: CompileContext) -> bool:
             variadic=node_spec.variadic,
             meta={"warmup": node_spec.warmup} if node_spec.warmup is not True else {},
         ))
+        if node_spec.unchecked:  # its schema error is reported: checked no further, not typed
+            node.meta["unchecked"] = node_spec.unchecked
+            node.meta["failed"] = True
+        if node_spec.unreadable_ports:
+            node.meta.setdefault("unresolved", set()).update(node_spec.unreadable_ports)
+            node.meta["failed"] = True
         for port, refs in node_spec.inputs.items():
             resolved = [(_resolve(ctx, r, f"node '{name}' input '{port}'"), r.span) for r in refs]
             node.inputs[port] = [p for p, _ in resolved if p is not None]
