@@ -74,3 +74,46 @@ def simple(path: Path) -> str:
          helper.make_tensor_value_info("OUTPUT1", TensorProto.INT32, [-1, 16])],
     )
     return save(graph, path)
+
+
+SIMPLE_SPEC = """
+    dagserve: 1
+    name: simple
+    max_batch_size: 8
+    inputs:
+      INPUT0: {dtype: int32, shape: [16]}
+      INPUT1: {dtype: int32, shape: [16]}
+    outputs:
+      OUTPUT0: model.OUTPUT0
+      OUTPUT1: model.OUTPUT1
+    nodes:
+      model:
+        op: model.onnx
+        inputs: {INPUT0: inputs.INPUT0, INPUT1: inputs.INPUT1}
+        params: {path: simple.onnx}
+    """
+"""A spec serving :func:`simple` (saved as ``simple.onnx`` beside it) fed straight from the request."""
+
+
+def chain_spec(name: str) -> str:
+    """A spec of two :func:`simple` models, the second fed by the first's (read-only) outputs."""
+    return f"""
+    dagserve: 1
+    name: {name}
+    max_batch_size: 8
+    inputs:
+      INPUT0: {{dtype: int32, shape: [16]}}
+      INPUT1: {{dtype: int32, shape: [16]}}
+    outputs:
+      OUTPUT0: second.OUTPUT0
+      OUTPUT1: second.OUTPUT1
+    nodes:
+      first:
+        op: model.onnx
+        inputs: {{INPUT0: inputs.INPUT0, INPUT1: inputs.INPUT1}}
+        params: {{path: simple.onnx}}
+      second:
+        op: model.onnx
+        inputs: {{INPUT0: first.OUTPUT0, INPUT1: first.OUTPUT1}}
+        params: {{path: simple.onnx}}
+    """

@@ -110,43 +110,8 @@ def test_model_output_feeds_the_next_model_without_a_copy(simple_repo: Path) -> 
     np.testing.assert_array_equal(out["OUTPUT1"], 2 * x["INPUT1"])
 
 
-SIMPLE_SPEC = """
-    dagserve: 1
-    name: simple
-    max_batch_size: 8
-    inputs:
-      INPUT0: {dtype: int32, shape: [16]}
-      INPUT1: {dtype: int32, shape: [16]}
-    outputs:
-      OUTPUT0: model.OUTPUT0
-      OUTPUT1: model.OUTPUT1
-    nodes:
-      model:
-        op: model.onnx
-        inputs: {INPUT0: inputs.INPUT0, INPUT1: inputs.INPUT1}
-        params: {path: simple.onnx}
-    """
-
-CHAIN_SPEC = """
-    dagserve: 1
-    name: chain
-    max_batch_size: 8
-    inputs:
-      INPUT0: {dtype: int32, shape: [16]}
-      INPUT1: {dtype: int32, shape: [16]}
-    outputs:
-      OUTPUT0: second.OUTPUT0
-      OUTPUT1: second.OUTPUT1
-    nodes:
-      first:
-        op: model.onnx
-        inputs: {INPUT0: inputs.INPUT0, INPUT1: inputs.INPUT1}
-        params: {path: simple.onnx}
-      second:
-        op: model.onnx
-        inputs: {INPUT0: first.OUTPUT0, INPUT1: first.OUTPUT1}
-        params: {path: simple.onnx}
-    """
+SIMPLE_SPEC = _models.SIMPLE_SPEC
+CHAIN_SPEC = _models.chain_spec("chain")
 
 
 @pytest.mark.parametrize("batch", [1, 4])

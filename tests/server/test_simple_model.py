@@ -12,76 +12,25 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from onnx import TensorProto, helper
+from backends import _models  # tests/ is on sys.path: the backends test package
 
 from ._server import ServerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
-SIMPLE = """
-    dagserve: 1
-    name: simple
-    max_batch_size: 8
-    inputs:
-      INPUT0: {dtype: int32, shape: [16]}
-      INPUT1: {dtype: int32, shape: [16]}
-    outputs:
-      OUTPUT0: model.OUTPUT0
-      OUTPUT1: model.OUTPUT1
-    nodes:
-      model:
-        op: model.onnx
-        inputs: {INPUT0: inputs.INPUT0, INPUT1: inputs.INPUT1}
-        params: {path: simple.onnx}
-    """
-
-CHAIN = """
-    dagserve: 1
-    name: simple_chain
-    max_batch_size: 8
-    inputs:
-      INPUT0: {dtype: int32, shape: [16]}
-      INPUT1: {dtype: int32, shape: [16]}
-    outputs:
-      OUTPUT0: second.OUTPUT0
-      OUTPUT1: second.OUTPUT1
-    nodes:
-      first:
-        op: model.onnx
-        inputs: {INPUT0: inputs.INPUT0, INPUT1: inputs.INPUT1}
-        params: {path: simple.onnx}
-      second:
-        op: model.onnx
-        inputs: {INPUT0: first.OUTPUT0, INPUT1: first.OUTPUT1}
-        params: {path: simple.onnx}
-    """
-
-
-def save_simple_model(path: Path) -> None:
-    """Triton's ``simple`` example model as ONNX: Add and Sub of two int32[-1,16] inputs."""
-    graph = helper.make_graph(
-        [helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
-         helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"])], "simple",
-        [helper.make_tensor_value_info(n, TensorProto.INT32, [-1, 16]) for n in ("INPUT0", "INPUT1")],
-        [helper.make_tensor_value_info(n, TensorProto.INT32, [-1, 16]) for n in ("OUTPUT0", "OUTPUT1")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_operatorsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
+SIMPLE = _models.SIMPLE_SPEC
+CHAIN = _models.chain_spec("simple_chain")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     repo = tmp_path_factory.mktemp("simple_repo")
-    save_simple_model(repo / "simple.onnx")
+    _models.simple(repo / "simple.onnx")
     (repo / "simple.yaml").write_text(textwrap.dedent(SIMPLE).lstrip("\n"), encoding="utf-8")
     (repo / "simple_chain.yaml").write_text(textwrap.dedent(CHAIN).lstrip("\n"), encoding="utf-8")
     proc = ServerProcess([repo], tmp_path_factory.mktemp("simple_server")).start()
